@@ -1,0 +1,1 @@
+"""Node agents and per-site health gateways."""

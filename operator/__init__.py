@@ -1,0 +1,1 @@
+"""The gigafab operator: kopf handlers and the pure decisions they apply."""

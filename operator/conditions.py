@@ -1,0 +1,55 @@
+"""Kubernetes-style status conditions, computed purely.
+
+A condition keeps its ``lastTransitionTime`` while its status stays the same, so
+writing the same conditions twice changes nothing and no status write is needed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def merge(
+    current: Sequence[Mapping[str, Any]] | None,
+    wanted: Sequence[Condition],
+    generation: int,
+    *,
+    clock: str | None = None,
+) -> list[dict[str, Any]]:
+    """The conditions list after setting ``wanted``; others are kept as they are."""
+    by_type = {str(item.get("type")): dict(item) for item in current or ()}
+    for condition in wanted:
+        status = "True" if condition.status else "False"
+        previous = by_type.get(condition.type)
+        changed = previous is None or previous.get("status") != status
+        by_type[condition.type] = {
+            "type": condition.type,
+            "status": status,
+            "reason": condition.reason,
+            "message": condition.message,
+            "observedGeneration": generation,
+            "lastTransitionTime": (clock or now_rfc3339()) if changed else previous.get("lastTransitionTime", clock or now_rfc3339()),  # type: ignore[union-attr]
+        }
+    return sorted(by_type.values(), key=lambda item: str(item["type"]))
+
+
+def status_of(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> str | None:
+    for item in conditions or ():
+        if item.get("type") == kind:
+            return str(item.get("status"))
+    return None

@@ -1,0 +1,111 @@
+"""Drift repair: a managed object deleted or edited by hand is put back.
+
+Every object the operator writes for a tenant carries the managed-by and tenant
+labels. A watch on each such kind compares what it sees with what the tenant's
+desired state says and re-applies only when they differ, so the operator's own
+writes cost no second write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import kopf
+from kubernetes.utils import parse_quantity
+from pydantic import ValidationError
+
+from gigafab.api.v1alpha1.tenant import TenantSpec
+from gigafab.operator import audit
+from gigafab.operator.kube import object_path
+from gigafab.operator.state import Client, View
+from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest, desired_objects
+
+log = logging.getLogger("gigafab.drift")
+CHILDREN = (
+    ("", "v1", "resourcequotas"),
+    ("", "v1", "limitranges"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("", "v1", "namespaces"),
+)
+
+
+def covers(observed: Any, desired: Any) -> bool:
+    """True when every field of ``desired`` is present with the same value in ``observed``."""
+    if isinstance(desired, Mapping):
+        return isinstance(observed, Mapping) and all(covers(observed.get(key), value) for key, value in desired.items())
+    if isinstance(desired, list):
+        return isinstance(observed, list) and len(observed) == len(desired) and all(map(covers, observed, desired))
+    if isinstance(desired, str) and isinstance(observed, str) and desired != observed:
+        return _same_quantity(observed, desired)
+    return bool(observed == desired)
+
+
+def _same_quantity(left: str, right: str) -> bool:
+    try:
+        return Decimal(parse_quantity(left)) == Decimal(parse_quantity(right))
+    except ValueError:
+        return False
+
+
+def _essence(manifest: Manifest) -> dict[str, Any]:
+    return {key: value for key, value in manifest.items() if key not in ("apiVersion", "kind")}
+
+
+def counterpart(kind: str, name: str, namespace: str | None, tenant: str, view: View) -> Manifest | None:
+    record = view.tenant(tenant)
+    if record is None:
+        return None
+    try:
+        spec = TenantSpec.model_validate(dict(record.spec))
+    except ValidationError:
+        return None
+    if any(c.get("type") == "Ready" and c.get("status") == "False" for c in record.status.get("conditions") or []):
+        return None  # a tenant with a problem is left untouched
+    plan = desired_objects(tenant, spec, view.destination_map(list(spec.egress)))
+    for manifest in plan.objects:
+        meta = manifest["metadata"]
+        if manifest["kind"] == kind and meta["name"] == name and meta.get("namespace") == namespace:
+            return manifest
+    return None
+
+
+def repair(event: Mapping[str, Any], body: kopf.Body, kind: str, view: View) -> None:
+    meta = body["metadata"]
+    tenant = (meta.get("labels") or {}).get(TENANT_LABEL)
+    if not tenant:
+        return
+    desired = counterpart(kind, meta["name"], meta.get("namespace"), tenant, view)
+    if desired is None:
+        return
+    gone = event.get("type") == "DELETED"
+    if not gone and covers(dict(body), _essence(desired)):
+        return
+    if gone and kind == "Namespace":
+        return  # a deleted namespace is the tenant handler's decision, not drift
+    Client.get().apply(desired)
+    record = view.tenant(tenant)
+    what = f"{kind} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
+    log.info("repaired drift of %s (tenant %s, %s)", what, tenant, "deleted" if gone else "edited")
+    if record is not None:
+        audit.normal(record.reference(), reason="DriftRepaired", message=f"{what} was {'deleted' if gone else 'edited'} by hand; put back")
+
+
+def _register() -> None:
+    for group, version, plural in CHILDREN:
+        kind = {"resourcequotas": "ResourceQuota", "limitranges": "LimitRange", "networkpolicies": "NetworkPolicy",
+                "rolebindings": "RoleBinding", "namespaces": "Namespace"}[plural]
+
+        def handler(event: Mapping[str, Any], body: kopf.Body, _kind: str = kind, **kwargs: Any) -> None:
+            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                repair(event, body, _kind, View.of(kwargs))
+
+        kopf.on.event(group, version, plural, labels={**MANAGED_BY, TENANT_LABEL: kopf.PRESENT},
+                      id=f"drift-{plural}")(handler)
+
+
+_register()
+__all__ = ["covers", "counterpart", "object_path"]

@@ -1,0 +1,43 @@
+"""EgressDestination handlers: accept EU jurisdictions, refuse the rest, tell tenants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from gigafab.operator import audit, conditions
+from gigafab.operator.jurisdiction import egress_acceptance
+from gigafab.operator.state import Client, View, custom_path
+from gigafab.operator.tenants import reconcile
+
+
+@kopf.on.resume("gigafab.nl", "v1alpha1", "egressdestinations")
+@kopf.on.create("gigafab.nl", "v1alpha1", "egressdestinations")
+@kopf.on.update("gigafab.nl", "v1alpha1", "egressdestinations")
+def destination_changed(name: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **kwargs: Any) -> None:
+    generation = int(meta.get("generation") or 0)
+    verdict = egress_acceptance(str(spec.get("jurisdiction", "")))
+    merged = conditions.merge(status.get("conditions"), [verdict], generation)
+    if status.get("conditions") != merged or status.get("observedGeneration") != generation:
+        Client.get().merge_patch(custom_path("egressdestinations", name, subresource="status"),
+                                 {"status": {"observedGeneration": generation, "conditions": merged}})
+        if verdict.status:
+            audit.normal(body, reason=verdict.reason, message=verdict.message)
+        else:
+            audit.warning(body, reason=verdict.reason, message=verdict.message)
+    _refresh_tenants(name, View.of(kwargs))
+
+
+def _refresh_tenants(destination: str, view: View) -> None:
+    """Re-reconcile the tenants that name this destination, so policies follow it."""
+    for tenant, store in list(view.tenants.items()):
+        for record in store:
+            if destination in (record.spec.get("egress") or []):
+                reconcile(record, view, Client.get())
+
+
+@kopf.on.event("gigafab.nl", "v1alpha1", "egressdestinations")
+def destination_deleted(name: str, event: dict[str, Any], **kwargs: Any) -> None:
+    if event.get("type") == "DELETED":
+        _refresh_tenants(name, View.of(kwargs))

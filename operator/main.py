@@ -1,0 +1,45 @@
+"""Run the operator: ``gigafab operator`` (kopf, cluster-wide)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from gigafab.operator import drift, egress, indexes, sites, tenants  # noqa: F401 - registers handlers
+from gigafab.operator.state import Client
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """A kubeconfig (``--kubeconfig`` or ``$KUBECONFIG``) first, else the pod's ServiceAccount."""
+    if os.environ.get("KUBECONFIG"):
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Operator settings, in one place."""
+    settings.posting.level = logging.WARNING  # kopf's per-handler events off; ours are explicit
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.batching.worker_limit = 64
+    settings.persistence.finalizer = "gigafab.nl/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gigafab.nl")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="gigafab.nl", key="last-handled-configuration")
+    Client.get()
+
+
+def run(kubeconfig: str | None, liveness: str | None, *, verbose: bool = False) -> None:
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    kopf.run(clusterwide=True, standalone=True, liveness_endpoint=liveness)

@@ -1,0 +1,63 @@
+"""A Site's status from the nodes of its zone, as a pure function."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gigafab.operator.conditions import Condition
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    """What a Site needs to know of one node."""
+
+    name: str
+    zone: str
+    gpus: int
+    ready: bool
+    gpu_watts: int | None = None
+
+
+def node_summary(name: str, labels: Mapping[str, str], status: Mapping[str, Any], spec: Mapping[str, Any]) -> NodeSummary:
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    allocatable = status.get("allocatable") or {}
+    watts = labels.get("gigafab.nl/gpu-power-watts")
+    return NodeSummary(
+        name=name,
+        zone=labels.get("topology.kubernetes.io/zone", ""),
+        gpus=int(allocatable.get("nvidia.com/gpu", 0) or 0),
+        ready=ready and not spec.get("unschedulable", False),
+        gpu_watts=int(watts) if watts and watts.isdigit() else None,
+    )
+
+
+def site_status(zone: str, lifecycle: str, nodes: Iterable[NodeSummary]) -> tuple[dict[str, Any], list[Condition]]:
+    """Counts for status and the Ready and Healthy conditions of a site."""
+    members = [node for node in nodes if node.zone == zone]
+    ready = [node for node in members if node.ready]
+    counts = {
+        "zone": zone,
+        "nodes": len(members),
+        "nodesReady": len(ready),
+        "gpus": sum(node.gpus for node in members),
+        "gpusHealthy": sum(node.gpus for node in ready),
+    }
+    if lifecycle == "Planned":
+        readiness = Condition("Ready", False, "Planned", "the site is planned and takes no work yet")
+    elif not members:
+        readiness = Condition("Ready", False, "NoNodes", f"no node carries topology.kubernetes.io/zone={zone}")
+    elif not ready:
+        readiness = Condition("Ready", False, "NoReadyNodes", f"none of {len(members)} node(s) is ready")
+    elif lifecycle == "Draining":
+        readiness = Condition("Ready", False, "Draining", "the site is draining: no new work is placed here")
+    else:
+        readiness = Condition("Ready", True, "NodesReady", f"{len(ready)}/{len(members)} node(s) ready, {counts['gpusHealthy']} GPU(s) healthy")
+    if not members:
+        healthy = Condition("Healthy", False, "NoNodes", "the site has no nodes")
+    elif 2 * len(ready) > len(members):
+        healthy = Condition("Healthy", True, "MostNodesReady", f"{len(ready)}/{len(members)} node(s) ready")
+    else:
+        healthy = Condition("Healthy", False, "MostNodesLost", f"only {len(ready)}/{len(members)} node(s) ready")
+    return counts, [readiness, healthy]

@@ -1,0 +1,62 @@
+"""Site handlers: status from the nodes in the site's zone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from gigafab.operator import audit, conditions
+from gigafab.operator.site_health import NodeSummary, node_summary, site_status
+from gigafab.operator.state import Client, custom_path
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+@kopf.index("", "v1", "nodes", labels={ZONE_LABEL: kopf.PRESENT})
+def node_index(name: str, labels: kopf.Labels, status: kopf.Status, spec: kopf.Spec, **_: Any) -> dict[str, NodeSummary]:
+    summary = node_summary(name, dict(labels), dict(status), dict(spec))
+    return {summary.zone: summary}
+
+
+@kopf.index("gigafab.nl", "v1alpha1", "sites")
+def site_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    spec = body.get("spec") or {}
+    return {str(spec.get("zone") or name): {"name": name, "body": dict(body)}}
+
+
+def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
+    """Compute the Site's status and write it if it changed."""
+    meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    zone = str(spec.get("zone") or meta["name"])
+    generation = int(meta.get("generation") or 0)
+    counts, wanted = site_status(zone, str(spec.get("lifecycle", "Active")), list(nodes.get(zone, [])))
+    new = {**counts, "observedGeneration": generation,
+           "conditions": conditions.merge(status.get("conditions"), wanted, generation)}
+    if all(status.get(key) == value for key, value in new.items()):
+        return
+    Client.get().merge_patch(custom_path("sites", meta["name"], subresource="status"), {"status": new})
+    previous = conditions.status_of(status.get("conditions"), "Ready")
+    ready = wanted[0]
+    if previous != ("True" if ready.status else "False"):
+        (audit.normal if ready.status else audit.warning)(body, reason=ready.reason, message=ready.message)
+
+
+@kopf.on.resume("gigafab.nl", "v1alpha1", "sites")
+@kopf.on.create("gigafab.nl", "v1alpha1", "sites")
+@kopf.on.update("gigafab.nl", "v1alpha1", "sites")
+def site_changed(body: kopf.Body, node_index: kopf.Index[str, NodeSummary], **_: Any) -> None:
+    refresh(dict(body), node_index)
+
+
+@kopf.timer("gigafab.nl", "v1alpha1", "sites", interval=30, idle=10)
+def site_resync(body: kopf.Body, node_index: kopf.Index[str, NodeSummary], **_: Any) -> None:
+    refresh(dict(body), node_index)
+
+
+@kopf.on.event("", "v1", "nodes", labels={ZONE_LABEL: kopf.PRESENT})
+def node_changed(labels: kopf.Labels, node_index: kopf.Index[str, NodeSummary],
+                 site_index: kopf.Index[str, dict[str, Any]], **_: Any) -> None:
+    zone = labels.get(ZONE_LABEL, "")
+    for entry in site_index.get(zone, []):
+        refresh(entry["body"], node_index)

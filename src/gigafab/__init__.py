@@ -1,0 +1,1 @@
+"""gigafab: control plane of a sovereign multi-site AI facility."""

@@ -1,0 +1,3 @@
+from gigafab.cli import main
+
+raise SystemExit(main())

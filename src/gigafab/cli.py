@@ -1,0 +1,92 @@
+"""The ``gigafab`` command line.
+
+Exit codes: 0 success, 1 a failure with a message saying what to do, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gigafab", description="Control plane of a sovereign multi-site AI facility.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    crds = commands.add_parser("crds", help="the CustomResourceDefinitions generated from the API models")
+    crds_commands = crds.add_subparsers(dest="action", required=True)
+    generate = crds_commands.add_parser("generate", help="write crds/ and charts/gigafab/crds/")
+    generate.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
+
+    local = commands.add_parser("local", help="a real local control plane with three GPU sites")
+    local_commands = local.add_subparsers(dest="action", required=True)
+    up = local_commands.add_parser("up", help="build (first time), start and populate the local plane")
+    up.add_argument("--nodes-per-site", type=int, default=2, help="fake GPU nodes per site (default 2)")
+    up.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per fake node (default 8)")
+    up.add_argument("--no-operator", action="store_true", help="do not start the operator")
+    up.add_argument("--tenants", action="store_true", help="also apply the sample Tenants and EgressDestinations")
+    down = local_commands.add_parser("down", help="stop every process of the local plane")
+    down.add_argument("--purge", action="store_true", help="also delete its state (certificates, etcd data)")
+    status = local_commands.add_parser("status", help="what runs")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    local_commands.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
+
+    operator = commands.add_parser("operator", help="run the operator (kopf) against a cluster")
+    operator.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
+    operator.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def _local(args: argparse.Namespace) -> int:
+    from gigafab.local.plane import Options, Plane  # noqa: PLC0415 - keep `gigafab --help` fast
+
+    plane = Plane()
+    if args.action == "up":
+        plane.up(Options(nodes_per_site=args.nodes_per_site, gpus_per_node=args.gpus_per_node,
+                         operator=not args.no_operator, tenants=args.tenants))
+    elif args.action == "down":
+        stopped = plane.down(purge=args.purge)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    elif args.action == "status":
+        report = plane.status()
+        if args.output == "json":
+            print(json.dumps(report, indent=2))
+        else:
+            print(f"{'COMPONENT':26}{'STATE':10}{'PID':>8}  PORTS")
+            for name, row in report.items():
+                state = "running" if row["running"] else "stopped"
+                ports = ",".join(str(p) for p in row["ports"])  # type: ignore[attr-defined]
+                print(f"{name:26}{state:10}{row['pid'] or '-':>8}  {ports}")
+        return 0 if all(row["running"] for row in report.values()) else 3
+    else:
+        print(plane.layout.admin_kubeconfig)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from gigafab.local.processes import PlaneError  # noqa: PLC0415
+
+    try:
+        if args.command == "crds":
+            from gigafab.api import crdgen  # noqa: PLC0415
+
+            return crdgen.main(check=args.check)
+        if args.command == "local":
+            return _local(args)
+        from gigafab.operator.main import run  # noqa: PLC0415
+
+        run(args.kubeconfig, args.liveness, verbose=args.verbose)
+        return 0
+    except PlaneError as failure:
+        print(f"gigafab: {failure}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

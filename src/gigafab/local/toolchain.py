@@ -1,0 +1,110 @@
+"""Build the control-plane binaries from Go modules, once, into the cache.
+
+No registry reachable here ships kube-apiserver as a binary, so it is built from the
+``k8s.io/kubernetes`` module through the wrapper module in ``hack/kube`` (its go.mod
+replaces every staging module by its published tag). kwok installs straight from its
+module. The first build takes many minutes on two cores; later runs find the
+binaries in the cache and return at once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from gigafab.local.layout import KUBERNETES_VERSION, KWOK_VERSION, Layout, repo_root
+from gigafab.local.processes import PlaneError
+
+KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+MARKER = ".complete"
+
+
+def go_binary() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise PlaneError(
+            "the Go toolchain is missing: gigafab builds kube-apiserver and kwok from their Go "
+            "modules. Install Go 1.26 (https://go.dev/doc/install or your distribution's "
+            "golang package) and put `go` on PATH, then run the command again."
+        )
+    return go
+
+
+def is_built(directory: Path, names: Sequence[str]) -> bool:
+    return (directory / MARKER).exists() and all((directory / name).exists() for name in names)
+
+
+def ensure_binaries(layout: Layout, *, out: object = None) -> None:
+    """Build whatever is missing from the cache; print progress while building."""
+    if not is_built(layout.kube_bin, KUBE_COMMANDS):
+        _build(
+            layout.kube_bin,
+            f"Kubernetes {KUBERNETES_VERSION}",
+            ["build", "-v", "-trimpath", "-ldflags=-s -w", "-o", "{out}/"]
+            + [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_COMMANDS],
+            cwd=repo_root() / "hack" / "kube",
+        )
+    if not is_built(layout.kwok_bin, ("kwok",)):
+        _build(
+            layout.kwok_bin,
+            f"kwok {KWOK_VERSION}",
+            ["install", "-v", "-trimpath", "-ldflags=-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
+            cwd=Path(tempfile.gettempdir()),
+            gobin=True,
+        )
+
+
+def _build(target: Path, what: str, args: list[str], *, cwd: Path, gobin: bool = False) -> None:
+    go = go_binary()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    argv = [go, *(arg.replace("{out}", str(staging)) for arg in args)]
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    if gobin:
+        env["GOBIN"] = str(staging)
+    _say(f"building {what} from its Go module into {target} (first time only: this takes "
+         "several minutes on two cores; later runs use the cache)")
+    log = target.parent / f"{target.name}.build.log"
+    started = time.monotonic()
+    with log.open("w") as sink:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
+        _report_progress(process, log, what, started)
+    if process.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise PlaneError(f"building {what} failed (exit {process.returncode}); the build log is {log}:\n"
+                         + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
+    (staging / MARKER).write_text(f"{what}\n")
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    _say(f"built {what} in {time.monotonic() - started:.0f}s")
+
+
+def _report_progress(process: subprocess.Popen[bytes], log: Path, what: str, started: float) -> None:
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(15):
+            try:
+                packages = sum(1 for _ in log.open(errors="replace"))
+            except OSError:
+                packages = 0
+            _say(f"  … {what}: {packages} packages compiled, {time.monotonic() - started:.0f}s")
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        process.wait()
+    finally:
+        stop.set()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
