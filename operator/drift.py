@@ -24,6 +24,7 @@ from gigafab.operator.state import Client, View
 from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest, desired_objects
 
 log = logging.getLogger("gigafab.drift")
+HANDS_OFF = frozenset({"InvalidSpec", "NamespaceConflict", "UnknownEgressDestination", "QuotaBelowUse", "DeletionBlocked"})
 CHILDREN = (
     ("", "v1", "resourcequotas"),
     ("", "v1", "limitranges"),
@@ -63,8 +64,8 @@ def counterpart(kind: str, name: str, namespace: str | None, tenant: str, view: 
         spec = TenantSpec.model_validate(dict(record.spec))
     except ValidationError:
         return None
-    if any(c.get("type") == "Ready" and c.get("status") == "False" for c in record.status.get("conditions") or []):
-        return None  # a tenant with a problem is left untouched
+    if any(c.get("type") == "Ready" and c.get("reason") in HANDS_OFF for c in record.status.get("conditions") or []):
+        return None  # a tenant with a problem is left untouched until it is solved
     plan = desired_objects(tenant, spec, view.destination_map(list(spec.egress)))
     for manifest in plan.objects:
         meta = manifest["metadata"]

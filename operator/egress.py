@@ -15,18 +15,21 @@ from gigafab.operator.tenants import reconcile
 @kopf.on.resume("gigafab.nl", "v1alpha1", "egressdestinations")
 @kopf.on.create("gigafab.nl", "v1alpha1", "egressdestinations")
 @kopf.on.update("gigafab.nl", "v1alpha1", "egressdestinations")
-def destination_changed(name: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **kwargs: Any) -> None:
+def destination_changed(name: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
+                        reason: str, **kwargs: Any) -> None:
     generation = int(meta.get("generation") or 0)
     verdict = egress_acceptance(str(spec.get("jurisdiction", "")))
     merged = conditions.merge(status.get("conditions"), [verdict], generation)
-    if status.get("conditions") != merged or status.get("observedGeneration") != generation:
+    changed = status.get("conditions") != merged or status.get("observedGeneration") != generation
+    if changed:
         Client.get().merge_patch(custom_path("egressdestinations", name, subresource="status"),
                                  {"status": {"observedGeneration": generation, "conditions": merged}})
         if verdict.status:
             audit.normal(body, reason=verdict.reason, message=verdict.message)
         else:
             audit.warning(body, reason=verdict.reason, message=verdict.message)
-    _refresh_tenants(name, View.of(kwargs))
+    if changed or reason == "update":
+        _refresh_tenants(name, View.of(kwargs))
 
 
 def _refresh_tenants(destination: str, view: View) -> None:

@@ -11,6 +11,7 @@ event is posted.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -25,7 +26,7 @@ from gigafab.operator.tenancy import desired_objects, namespaces_of
 from gigafab.operator.tenant_checks import Problem, find_problems
 
 FORCE_ANNOTATION = "gigafab.nl/allow-delete-with-running-work"
-RETRY_SECONDS = 20.0
+RETRY_SECONDS = float(os.environ.get("GIGAFAB_RETRY_SECONDS", "10"))
 log = logging.getLogger("gigafab.tenants")
 
 

@@ -20,7 +20,17 @@ REPO = crdgen.repo_root(Path(__file__))
 CRDS = {kind.kind: crdgen.render_crd(kind) for kind in KINDS}
 INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
 # Functions and macros of Kubernetes CEL (1.36) that the rules may use.
-CEL_FUNCTIONS = {"has", "all", "exists", "size", "startsWith", "type", "isCIDR", "isQuantity", "int"}
+CEL_FUNCTIONS = {
+    "has",
+    "all",
+    "exists",
+    "size",
+    "startsWith",
+    "type",
+    "isCIDR",
+    "isQuantity",
+    "int",
+}
 STRUCTURAL_KEYS = {
     "description", "type", "format", "enum", "default", "minimum", "maximum", "multipleOf",
     "minLength", "maxLength", "pattern", "minItems", "maxItems", "anyOf", "items", "properties",
@@ -73,7 +83,8 @@ def test_schema_node_is_structural(kind: str, path: str, node: dict[str, Any]) -
         assert set(node) == {"type"}, f"{kind}{path}: an anyOf branch may only carry a type"
         return
     if "anyOf" in node:
-        assert node["anyOf"] == INT_OR_STRING and node.get("x-kubernetes-int-or-string") is True
+        assert node["anyOf"] == INT_OR_STRING
+        assert node.get("x-kubernetes-int-or-string") is True
         assert "type" not in node
         return
     assert "type" in node, f"{kind}{path} has no type"
@@ -86,7 +97,15 @@ def test_schema_node_is_structural(kind: str, path: str, node: dict[str, Any]) -
 
 def test_schema_has_no_json_schema_leftovers() -> None:
     text = "".join(crdgen.render_all().values())
-    for leftover in ("$ref", "$defs", "title:", "nullable", "type: 'null'", "allOf", "uniqueItems"):
+    for leftover in (
+        "$ref",
+        "$defs",
+        "title:",
+        "nullable",
+        "type: 'null'",
+        "allOf",
+        "uniqueItems",
+    ):
         assert leftover not in text
 
 
@@ -122,11 +141,19 @@ def test_every_field_is_described(kind: str, path: str, node: dict[str, Any]) ->
 @pytest.mark.parametrize(
     ("kind", "path", "rule"),
     [
-        ("Site", "spec", "!has(self.powerCapKW) || self.powerCapKW <= self.powerBudgetKW"),
+        (
+            "Site",
+            "spec",
+            "!has(self.powerCapKW) || self.powerCapKW <= self.powerBudgetKW",
+        ),
         ("Site", "spec.jurisdiction", "self in ['AD', "),
         ("EgressDestination", "spec.jurisdiction", "self in ['AD', "),
         ("EgressDestination", "spec.cidrs[]", "isCIDR(self)"),
-        ("Tenant", "spec.namespaces", "self.all(n, !n.startsWith('kube-') && n != 'default'"),
+        (
+            "Tenant",
+            "spec.namespaces",
+            "self.all(n, !n.startsWith('kube-') && n != 'default'",
+        ),
         ("Tenant", "spec.quota.cpu", "type(self) == int || isQuantity(self)"),
         ("Tenant", "spec.quota.memory", "type(self) == int || isQuantity(self)"),
     ],
@@ -229,7 +256,11 @@ def test_crd_names_and_version(kind: str, plural: str, short_names: list[str], r
         "categories": ["gigafab"],
     }
     (version,) = spec["versions"]
-    assert (version["name"], version["served"], version["storage"]) == (VERSION, True, True)
+    assert (version["name"], version["served"], version["storage"]) == (
+        VERSION,
+        True,
+        True,
+    )
     assert version["subresources"] == {"status": {}}
     root = root_schema(kind)
     assert root["required"] == ["spec"]
@@ -241,7 +272,20 @@ def test_crd_names_and_version(kind: str, plural: str, short_names: list[str], r
 @pytest.mark.parametrize(
     ("kind", "columns"),
     [
-        ("Site", ["Zone", "Jurisdiction", "Lifecycle", "Nodes", "GPUs", "Healthy", "Budget-kW", "Ready", "Age"]),
+        (
+            "Site",
+            [
+                "Zone",
+                "Jurisdiction",
+                "Lifecycle",
+                "Nodes",
+                "GPUs",
+                "Healthy",
+                "Budget-kW",
+                "Ready",
+                "Age",
+            ],
+        ),
         ("Tenant", ["Track", "DataClass", "GPUs", "Used", "Ready", "Age"]),
         ("EgressDestination", ["Jurisdiction", "CIDRs", "Accepted", "Age"]),
     ],
@@ -303,7 +347,10 @@ def test_main_checks_then_generates(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_default_out_dirs_are_in_the_repo() -> None:
-    assert crdgen.default_out_dirs() == [REPO / "crds", REPO / "charts" / "gigafab" / "crds"]
+    assert crdgen.default_out_dirs() == [
+        REPO / "crds",
+        REPO / "charts" / "gigafab" / "crds",
+    ]
     assert (REPO / "pyproject.toml").is_file()
 
 

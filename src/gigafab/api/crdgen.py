@@ -49,7 +49,14 @@ _KEY_ORDER = (
     "x-kubernetes-validations",
 )
 _DROPPED = frozenset({"title", "$defs"})
-_RULE_KEY_ORDER = ("rule", "message", "messageExpression", "fieldPath", "reason", "optionalOldSelf")
+_RULE_KEY_ORDER = (
+    "rule",
+    "message",
+    "messageExpression",
+    "fieldPath",
+    "reason",
+    "optionalOldSelf",
+)
 _INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
 
 
@@ -188,15 +195,19 @@ def render_crd(kind: CrdKind) -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": crd_name(kind)},
-        "spec": {"group": GROUP, "names": names, "scope": kind.scope, "versions": [version]},
+        "spec": {
+            "group": GROUP,
+            "names": names,
+            "scope": kind.scope,
+            "versions": [version],
+        },
     }
 
 
 def render_all(kinds: Iterable[CrdKind] = KINDS) -> dict[str, str]:
     """Generated file name -> YAML text, one CRD per file, in the order of ``kinds``."""
     return {
-        crd_file_name(kind): HEADER
-        + yaml.safe_dump(render_crd(kind), sort_keys=False, width=1 << 20, allow_unicode=True)
+        crd_file_name(kind): HEADER + yaml.safe_dump(render_crd(kind), sort_keys=False, width=1 << 20, allow_unicode=True)
         for kind in kinds
     }
 

@@ -25,6 +25,7 @@ DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 """A DNS-1123 subdomain: dot-separated DNS-1123 labels, at most 253 characters."""
 DNS1123_SUBDOMAIN_MAX_LENGTH = 253
 
+# fmt: off
 # All officially assigned ISO 3166-1 alpha-2 codes (249), in alphabetical order.
 ISO_3166_ALPHA2: tuple[str, ...] = (
     "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU",
@@ -57,10 +58,9 @@ EU_MEMBER_STATES: frozenset[str] = frozenset(
         "SE", "SI", "SK",
     }
 )
+# fmt: on
 
-JURISDICTION_MESSAGE = (
-    "jurisdiction must be an ISO 3166-1 alpha-2 country code in upper case, such as NL or DE"
-)
+JURISDICTION_MESSAGE = "jurisdiction must be an ISO 3166-1 alpha-2 country code in upper case, such as NL or DE"
 # Kubernetes resource.Quantity grammar: signed number, then a binary-SI, decimal-SI or exponent.
 QUANTITY_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
 
@@ -119,25 +119,32 @@ def _check_country(code: str) -> str:
 
 
 def _check_timestamp(value: str) -> str:
-    datetime.fromisoformat(value)  # raises ValueError on a malformed RFC 3339 time
+    if datetime.fromisoformat(value).tzinfo is None:  # ValueError when malformed, too
+        raise ValueError("must be an RFC 3339 time with an offset, such as 2025-01-02T03:04:05Z")
     return value
 
 
 _ISO_CODES = frozenset(ISO_3166_ALPHA2)
 JURISDICTION_RULE = cel(
-    "self in [" + ", ".join(f"'{code}'" for code in ISO_3166_ALPHA2) + "]", JURISDICTION_MESSAGE
+    "self in [" + ", ".join(f"'{code}'" for code in ISO_3166_ALPHA2) + "]",
+    JURISDICTION_MESSAGE,
 )
 
 CountryCode = Annotated[
     str,
     AfterValidator(_check_country),
-    Field(min_length=2, max_length=2, json_schema_extra={"x-kubernetes-validations": [JURISDICTION_RULE]}),
+    Field(
+        min_length=2,
+        max_length=2,
+        json_schema_extra={"x-kubernetes-validations": [JURISDICTION_RULE]},
+    ),
 ]
 """An ISO 3166-1 alpha-2 country code, checked by CEL in the CRD and by pydantic here."""
 
 Dns1123Label = Annotated[str, Field(max_length=DNS1123_LABEL_MAX_LENGTH, pattern=DNS1123_LABEL_PATTERN)]
 Dns1123Subdomain = Annotated[
-    str, Field(max_length=DNS1123_SUBDOMAIN_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN)
+    str,
+    Field(max_length=DNS1123_SUBDOMAIN_MAX_LENGTH, pattern=DNS1123_SUBDOMAIN_PATTERN),
 ]
 
 
@@ -183,7 +190,8 @@ class Condition(ApiModel):
         description="Programmatic identifier in CamelCase of the reason for the last transition.",
     )
     message: str = Field(
-        max_length=32768, description="Human-readable details of the last transition; may be empty."
+        max_length=32768,
+        description="Human-readable details of the last transition; may be empty.",
     )
 
 

@@ -35,14 +35,17 @@ class Protocol(enum.StrEnum):
 
 
 def _check_cidr(value: str) -> str:
-    """Accept what CEL's isCIDR accepts: an address, '/', and a prefix length without zeros in front."""
-    _, slash, length = value.partition("/")
+    """Accept what CEL's isCIDR accepts (Go's netip.ParsePrefix, less IPv4-mapped IPv6)."""
+    address, slash, length = value.partition("/")
     if not slash or not (length.isascii() and length.isdigit()) or length != str(int(length)):
         raise ValueError(CIDR_MESSAGE)
     try:
         ipaddress.ip_network(value, strict=False)
+        parsed = ipaddress.ip_address(address)
     except ValueError as error:
         raise ValueError(CIDR_MESSAGE) from error
+    if isinstance(parsed, ipaddress.IPv6Address) and (parsed.scope_id or parsed.ipv4_mapped):
+        raise ValueError(CIDR_MESSAGE)
     return value
 
 
@@ -73,9 +76,7 @@ class EgressDestinationSpec(ApiModel):
         description="Country whose law applies where the destination processes data, as an "
         "ISO 3166-1 alpha-2 code in upper case, such as NL or DE.",
     )
-    ports: Annotated[
-        list[EgressPort], AfterValidator(unique_by(lambda p: f"{p.port}/{p.protocol}"))
-    ] = Field(
+    ports: Annotated[list[EgressPort], AfterValidator(unique_by(lambda p: f"{p.port}/{p.protocol}"))] = Field(
         default_factory=list,
         max_length=32,
         json_schema_extra={
@@ -87,7 +88,7 @@ class EgressDestinationSpec(ApiModel):
     description: str | None = Field(
         default=None,
         max_length=1024,
-        description="What this destination is, for people, such as \"SURF object store\".",
+        description='What this destination is, for people, such as "SURF object store".',
     )
 
 
@@ -95,7 +96,9 @@ class EgressDestinationStatus(ApiModel):
     """Observed state of an EgressDestination, written by the operator."""
 
     observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation of the spec last acted upon."
+        default=None,
+        ge=0,
+        description="metadata.generation of the spec last acted upon.",
     )
     conditions: Annotated[list[Condition], AfterValidator(unique_by(lambda c: c.type))] = Field(
         default_factory=list,
@@ -118,7 +121,11 @@ class EgressDestination(ApiModel):
         spec_model=EgressDestinationSpec,
         status_model=EgressDestinationStatus,
         printer_columns=(
-            {"name": "Jurisdiction", "type": "string", "jsonPath": ".spec.jurisdiction"},
+            {
+                "name": "Jurisdiction",
+                "type": "string",
+                "jsonPath": ".spec.jurisdiction",
+            },
             {"name": "CIDRs", "type": "string", "jsonPath": ".spec.cidrs"},
             condition_column("Accepted"),
             AGE_COLUMN,

@@ -49,8 +49,7 @@ class SiteSpec(ApiModel):
         "nodes of this site. Defaults to the name of the Site (the operator applies that default).",
     )
     jurisdiction: CountryCode = Field(
-        description="Country whose law applies to the site, as an ISO 3166-1 alpha-2 code "
-        "in upper case, such as NL or DE.",
+        description="Country whose law applies to the site, as an ISO 3166-1 alpha-2 code in upper case, such as NL or DE.",
     )
     data_classes: Annotated[list[DataClass], AfterValidator(unique_items)] = Field(
         default=[DataClass.PUBLIC, DataClass.INTERNAL],
@@ -72,15 +71,13 @@ class SiteSpec(ApiModel):
     )
     lifecycle: Lifecycle = Field(
         default=Lifecycle.ACTIVE,
-        description="Lifecycle phase: Planned (no workloads yet), Active, or Draining "
-        "(no new workloads are placed here).",
+        description="Lifecycle phase: Planned (no workloads yet), Active, or Draining (no new workloads are placed here).",
     )
     gpu_power_watts: int = Field(
         default=700,
         ge=1,
         le=5000,
-        description="Power per GPU in watts, used when a node carries no "
-        "gigafab.nl/gpu-power-watts label.",
+        description="Power per GPU in watts, used when a node carries no gigafab.nl/gpu-power-watts label.",
     )
 
     @model_validator(mode="after")
@@ -101,19 +98,22 @@ class SiteStatus(ApiModel):
     """Observed state of a Site, written by the operator."""
 
     observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation of the spec last acted upon."
+        default=None,
+        ge=0,
+        description="metadata.generation of the spec last acted upon.",
     )
     zone: Dns1123Label | None = Field(
-        default=None, description="Zone label value in effect (spec.zone or the Site's name)."
+        default=None,
+        description="Zone label value in effect (spec.zone or the Site's name).",
     )
     nodes: int | None = Field(default=None, ge=0, description="Nodes labelled with the zone.")
     nodes_ready: int | None = Field(
-        default=None, ge=0, description="Nodes of the zone whose Ready condition is True."
+        default=None,
+        ge=0,
+        description="Nodes of the zone whose Ready condition is True.",
     )
     gpus: int | None = Field(default=None, ge=0, description="GPUs allocatable on the site's nodes.")
-    gpus_healthy: int | None = Field(
-        default=None, ge=0, description="GPUs on ready nodes that report healthy."
-    )
+    gpus_healthy: int | None = Field(default=None, ge=0, description="GPUs on ready nodes that report healthy.")
     power_draw_kw: float | None = Field(
         default=None,
         alias="powerDrawKW",
@@ -142,7 +142,11 @@ class Site(ApiModel):
         status_model=SiteStatus,
         printer_columns=(
             {"name": "Zone", "type": "string", "jsonPath": ".status.zone"},
-            {"name": "Jurisdiction", "type": "string", "jsonPath": ".spec.jurisdiction"},
+            {
+                "name": "Jurisdiction",
+                "type": "string",
+                "jsonPath": ".spec.jurisdiction",
+            },
             {"name": "Lifecycle", "type": "string", "jsonPath": ".spec.lifecycle"},
             {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes"},
             {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},

@@ -95,8 +95,7 @@ class TenantMember(ApiModel):
     )
     role: MemberRole = Field(
         default=MemberRole.MEMBER,
-        description="admin (manage workloads and members' access), member (run workloads) "
-        "or viewer (read only).",
+        description="admin (manage workloads and members' access), member (run workloads) or viewer (read only).",
     )
 
 
@@ -122,26 +121,29 @@ class TenantSpec(ApiModel):
     """Desired state of a Tenant: who its members are, its namespaces, quota and data rules."""
 
     track: Track = Field(description="Programme through which the tenant was admitted.")
-    members: Annotated[
-        list[TenantMember], AfterValidator(unique_by(lambda m: f"{m.kind}/{m.name}"))
-    ] = Field(
+    members: Annotated[list[TenantMember], AfterValidator(unique_by(lambda m: f"{m.kind}/{m.name}"))] = Field(
         default=[],
         max_length=256,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["kind", "name"]},
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["kind", "name"],
+        },
         description="Users and groups of the tenant; each kind and name at most once.",
     )
     namespaces: Annotated[list[Dns1123Label], AfterValidator(_check_namespaces)] = Field(
         default=[],
         max_length=32,
-        json_schema_extra={"x-kubernetes-list-type": "set", "x-kubernetes-validations": [NAMESPACES_RULE]},
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "x-kubernetes-validations": [NAMESPACES_RULE],
+        },
         description="Namespaces of the tenant, created and owned by the operator. Empty means "
         "one namespace named after the tenant. Must not be default, kube-* or gigafab-system.",
     )
     quota: TenantQuota = Field(description="Resources the tenant may use at once.")
     data_class: DataClass = Field(
         default=DataClass.INTERNAL,
-        description="Most sensitive class of data the tenant processes; its workloads run only "
-        "on sites certified for it.",
+        description="Most sensitive class of data the tenant processes; its workloads run only on sites certified for it.",
     )
     allowed_sites: Annotated[list[Dns1123Label], AfterValidator(unique_items)] = Field(
         default_factory=list,
@@ -163,7 +165,9 @@ class TenantStatus(ApiModel):
     """Observed state of a Tenant, written by the operator."""
 
     observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation of the spec last acted upon."
+        default=None,
+        ge=0,
+        description="metadata.generation of the spec last acted upon.",
     )
     namespaces: list[Dns1123Label] = Field(
         default_factory=list,
@@ -171,10 +175,14 @@ class TenantStatus(ApiModel):
         description="Namespaces that the operator manages for the tenant.",
     )
     gpus_used: int | None = Field(
-        default=None, ge=0, description="GPUs requested by the tenant's running workloads."
+        default=None,
+        ge=0,
+        description="GPUs requested by the tenant's running workloads.",
     )
     gpu_quota: int | None = Field(
-        default=None, ge=0, description="GPU quota in effect (spec.quota.gpus as last applied)."
+        default=None,
+        ge=0,
+        description="GPU quota in effect (spec.quota.gpus as last applied).",
     )
     conditions: Annotated[list[Condition], AfterValidator(unique_by(lambda c: c.type))] = Field(
         default_factory=list,
@@ -210,4 +218,3 @@ class Tenant(ApiModel):
 
     spec: TenantSpec
     status: TenantStatus = Field(default_factory=TenantStatus)
-

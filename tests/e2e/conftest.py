@@ -1,0 +1,122 @@
+"""One real control plane for the whole session: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, kwok and the operator, as a user runs them.
+
+It runs beside any demo plane: its own state directory and ports shifted by 1000.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from gigafab.local.layout import Layout, Ports
+from gigafab.local.plane import Options, Plane
+
+T = TypeVar("T")
+
+
+@dataclass
+class Kubectl:
+    """kubectl against the test plane, as the admin or as someone else."""
+
+    plane: Plane
+
+    def run(self, *args: str, as_user: str | None = None, groups: tuple[str, ...] = (), check: bool = True,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.plane.layout.binary("kubectl")), f"--kubeconfig={self.plane.layout.admin_kubeconfig}"]
+        if as_user:
+            argv.append(f"--as={as_user}")
+            argv.extend(f"--as-group={group}" for group in groups)
+        answer = subprocess.run([*argv, *args], capture_output=True, text=True, input=stdin, timeout=120)  # noqa: S603
+        if check and answer.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {answer.stderr}")
+        return answer
+
+    def apply(self, *objects: dict[str, Any], check: bool = True, as_user: str | None = None,
+              groups: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return self.run("apply", "-f", "-", stdin=yaml.safe_dump_all(objects), check=check, as_user=as_user, groups=groups)
+
+    def create(self, *objects: dict[str, Any], check: bool = True, as_user: str | None = None,
+               groups: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return self.run("create", "-f", "-", stdin=yaml.safe_dump_all(objects), check=check, as_user=as_user, groups=groups)
+
+    def get(self, *args: str) -> Any:
+        answer = self.run("get", *args, "-o", "json", check=False)
+        if answer.returncode != 0:
+            return None
+        return json.loads(answer.stdout)
+
+    def can(self, verb: str, resource: str, namespace: str, user: str, groups: tuple[str, ...] = ()) -> bool:
+        answer = self.run("auth", "can-i", verb, resource, "-n", namespace, as_user=user, groups=groups, check=False)
+        return answer.stdout.strip() == "yes"
+
+
+def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.5) -> T:
+    """Retry ``check`` until it stops raising AssertionError (a bounded wait, not a timing test)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    os.environ["GIGAFAB_RETRY_SECONDS"] = "2"
+    layout = Layout(state=tmp_path_factory.mktemp("plane"), ports=Ports.shifted(1000))
+    local = Plane(layout)
+    local.up(Options(nodes_per_site=2, gpus_per_node=8, samples=True, tenants=False))
+    yield local
+    local.down()
+
+
+@pytest.fixture(scope="session")
+def kubectl(plane: Plane) -> Kubectl:
+    return Kubectl(plane)
+
+
+@pytest.fixture
+def unique() -> str:
+    return "t" + uuid.uuid4().hex[:7]
+
+
+def tenant(name: str, **spec: Any) -> dict[str, Any]:
+    body = {"track": "regional", "quota": {"gpus": 4, "cpu": "8", "memory": "32Gi"}}
+    body.update(spec)
+    return {"apiVersion": "gigafab.nl/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": body}
+
+
+def destination(name: str, jurisdiction: str, cidr: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "gigafab.nl/v1alpha1", "kind": "EgressDestination", "metadata": {"name": name},
+            "spec": {"jurisdiction": jurisdiction, "cidrs": [cidr], **spec}}
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    assert obj is not None, "object not found"
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if item["type"] == kind:
+            return dict(item)
+    raise AssertionError(f"no {kind} condition yet on {obj['metadata']['name']}")
+
+
+def gpu_pod(name: str, namespace: str, gpus: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "containers": [{"name": "train", "image": "registry.example/train:1",
+                            "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}}}],
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
