@@ -18,8 +18,16 @@ log = logging.getLogger("gigafab.audit")
 
 def _line(kind: str, obj: Mapping[str, Any], reason: str, message: str) -> str:
     meta = obj.get("metadata") or {}
-    return json.dumps({"event": kind, "kind": obj.get("kind"), "name": meta.get("name"),
-                       "namespace": meta.get("namespace"), "reason": reason, "message": message})
+    return json.dumps(
+        {
+            "event": kind,
+            "kind": obj.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "reason": reason,
+            "message": message,
+        }
+    )
 
 
 def normal(obj: Mapping[str, Any], reason: str, message: str) -> None:

@@ -21,7 +21,7 @@ class Condition:
 
 
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def merge(
@@ -43,7 +43,9 @@ def merge(
             "reason": condition.reason,
             "message": condition.message,
             "observedGeneration": generation,
-            "lastTransitionTime": (clock or now_rfc3339()) if changed else previous.get("lastTransitionTime", clock or now_rfc3339()),  # type: ignore[union-attr]
+            "lastTransitionTime": (clock or now_rfc3339())
+            if changed
+            else previous.get("lastTransitionTime", clock or now_rfc3339()),  # type: ignore[union-attr]
         }
     return sorted(by_type.values(), key=lambda item: str(item["type"]))
 

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 import kopf
-from kubernetes.utils import parse_quantity
+from gigafab.operator import audit
+from gigafab.operator.kube import object_path
+from gigafab.operator.quantity import quantity
+from gigafab.operator.state import Client, View
+from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest, desired_objects
 from pydantic import ValidationError
 
 from gigafab.api.v1alpha1.tenant import TenantSpec
-from gigafab.operator import audit
-from gigafab.operator.kube import object_path
-from gigafab.operator.state import Client, View
-from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest, desired_objects
 
 log = logging.getLogger("gigafab.drift")
 HANDS_OFF = frozenset({"InvalidSpec", "NamespaceConflict", "UnknownEgressDestination", "QuotaBelowUse", "DeletionBlocked"})
@@ -47,7 +46,7 @@ def covers(observed: Any, desired: Any) -> bool:
 
 def _same_quantity(left: str, right: str) -> bool:
     try:
-        return Decimal(parse_quantity(left)) == Decimal(parse_quantity(right))
+        return quantity(left) == quantity(right)
     except ValueError:
         return False
 
@@ -92,21 +91,27 @@ def repair(event: Mapping[str, Any], body: kopf.Body, kind: str, view: View) -> 
     what = f"{kind} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
     log.info("repaired drift of %s (tenant %s, %s)", what, tenant, "deleted" if gone else "edited")
     if record is not None:
-        audit.normal(record.reference(), reason="DriftRepaired", message=f"{what} was {'deleted' if gone else 'edited'} by hand; put back")
+        audit.normal(
+            record.reference(), reason="DriftRepaired", message=f"{what} was {'deleted' if gone else 'edited'} by hand; put back"
+        )
 
 
 def _register() -> None:
     for group, version, plural in CHILDREN:
-        kind = {"resourcequotas": "ResourceQuota", "limitranges": "LimitRange", "networkpolicies": "NetworkPolicy",
-                "rolebindings": "RoleBinding", "namespaces": "Namespace"}[plural]
+        kind = {
+            "resourcequotas": "ResourceQuota",
+            "limitranges": "LimitRange",
+            "networkpolicies": "NetworkPolicy",
+            "rolebindings": "RoleBinding",
+            "namespaces": "Namespace",
+        }[plural]
 
         def handler(event: Mapping[str, Any], body: kopf.Body, _kind: str = kind, **kwargs: Any) -> None:
             if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                 repair(event, body, _kind, View.of(kwargs))
 
-        kopf.on.event(group, version, plural, labels={**MANAGED_BY, TENANT_LABEL: kopf.PRESENT},
-                      id=f"drift-{plural}")(handler)
+        kopf.on.event(group, version, plural, labels={**MANAGED_BY, TENANT_LABEL: kopf.PRESENT}, id=f"drift-{plural}")(handler)
 
 
 _register()
-__all__ = ["covers", "counterpart", "object_path"]
+__all__ = ["counterpart", "covers", "object_path"]

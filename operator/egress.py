@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-
 from gigafab.operator import audit, conditions
 from gigafab.operator.jurisdiction import egress_acceptance
 from gigafab.operator.state import Client, View, custom_path
@@ -15,15 +14,18 @@ from gigafab.operator.tenants import reconcile
 @kopf.on.resume("gigafab.nl", "v1alpha1", "egressdestinations")
 @kopf.on.create("gigafab.nl", "v1alpha1", "egressdestinations")
 @kopf.on.update("gigafab.nl", "v1alpha1", "egressdestinations")
-def destination_changed(name: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
-                        reason: str, **kwargs: Any) -> None:
+def destination_changed(
+    name: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, reason: str, **kwargs: Any
+) -> None:
     generation = int(meta.get("generation") or 0)
     verdict = egress_acceptance(str(spec.get("jurisdiction", "")))
     merged = conditions.merge(status.get("conditions"), [verdict], generation)
     changed = status.get("conditions") != merged or status.get("observedGeneration") != generation
     if changed:
-        Client.get().merge_patch(custom_path("egressdestinations", name, subresource="status"),
-                                 {"status": {"observedGeneration": generation, "conditions": merged}})
+        Client.get().merge_patch(
+            custom_path("egressdestinations", name, subresource="status"),
+            {"status": {"observedGeneration": generation, "conditions": merged}},
+        )
         if verdict.status:
             audit.normal(body, reason=verdict.reason, message=verdict.message)
         else:
@@ -34,13 +36,13 @@ def destination_changed(name: str, body: kopf.Body, spec: kopf.Spec, status: kop
 
 def _refresh_tenants(destination: str, view: View) -> None:
     """Re-reconcile the tenants that name this destination, so policies follow it."""
-    for tenant, store in list(view.tenants.items()):
+    for _tenant, store in list(view.tenants.items()):
         for record in store:
             if destination in (record.spec.get("egress") or []):
                 reconcile(record, view, Client.get())
 
 
 @kopf.on.event("gigafab.nl", "v1alpha1", "egressdestinations")
-def destination_deleted(name: str, event: dict[str, Any], **kwargs: Any) -> None:
+def destination_deleted(name: str, event: kopf.RawEvent, **kwargs: Any) -> None:
     if event.get("type") == "DELETED":
         _refresh_tenants(name, View.of(kwargs))

@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-
-from gigafab.api.v1alpha1.egress import EgressDestinationSpec
 from gigafab.operator.jurisdiction import egress_acceptance
 from gigafab.operator.state import TenantRecord
 from gigafab.operator.tenancy import GPU_REQUESTS, MANAGED_BY, TENANT_LABEL, Destination
 
-MANAGED = {key: value for key, value in MANAGED_BY.items()}
+from gigafab.api.v1alpha1.egress import EgressDestinationSpec
+
+MANAGED = dict(MANAGED_BY.items())
 
 
 @kopf.index("gigafab.nl", "v1alpha1", "tenants")
 def tenant_index(name: str, uid: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, TenantRecord]:
-    return {name: TenantRecord(name, uid, int(meta.get("generation") or 0), dict(spec),
-                               dict(meta.annotations), dict(status))}
+    return {name: TenantRecord(name, uid, int(meta.get("generation") or 0), dict(spec), dict(meta.annotations), dict(status))}
 
 
 @kopf.index("gigafab.nl", "v1alpha1", "egressdestinations")
@@ -37,9 +36,9 @@ def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, str]:
 
 
 @kopf.index("", "v1", "resourcequotas", labels=MANAGED)
-def quota_index(namespace: str, status: kopf.Status, **_: Any) -> dict[str, dict[str, str]]:
+def quota_index(namespace: str | None, status: kopf.Status, **_: Any) -> dict[str, dict[str, str]]:
     used = dict(status.get("used") or {})
-    return {namespace: {key: str(value) for key, value in used.items()}}
+    return {namespace or "": {key: str(value) for key, value in used.items()}}
 
 
 def gpus_used(used: dict[str, str]) -> int:

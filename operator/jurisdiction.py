@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from gigafab.api.v1alpha1.common import EU_MEMBER_STATES
 from gigafab.operator.conditions import Condition
+
+from gigafab.api.v1alpha1.common import EU_MEMBER_STATES
 
 
 def egress_acceptance(jurisdiction: str) -> Condition:

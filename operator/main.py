@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 import kopf
-
 from gigafab.operator import drift, egress, indexes, sites, tenants  # noqa: F401 - registers handlers
 from gigafab.operator.state import Client
 
@@ -37,8 +36,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def run(kubeconfig: str | None, liveness: str | None, *, verbose: bool = False) -> None:
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -53,7 +53,9 @@ def site_status(zone: str, lifecycle: str, nodes: Iterable[NodeSummary]) -> tupl
     elif lifecycle == "Draining":
         readiness = Condition("Ready", False, "Draining", "the site is draining: no new work is placed here")
     else:
-        readiness = Condition("Ready", True, "NodesReady", f"{len(ready)}/{len(members)} node(s) ready, {counts['gpusHealthy']} GPU(s) healthy")
+        readiness = Condition(
+            "Ready", True, "NodesReady", f"{len(ready)}/{len(members)} node(s) ready, {counts['gpusHealthy']} GPU(s) healthy"
+        )
     if not members:
         healthy = Condition("Healthy", False, "NoNodes", "the site has no nodes")
     elif 2 * len(ready) > len(members):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-
 from gigafab.operator import audit, conditions
 from gigafab.operator.site_health import NodeSummary, node_summary, site_status
 from gigafab.operator.state import Client, custom_path
@@ -31,8 +30,11 @@ def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
     zone = str(spec.get("zone") or meta["name"])
     generation = int(meta.get("generation") or 0)
     counts, wanted = site_status(zone, str(spec.get("lifecycle", "Active")), list(nodes.get(zone, [])))
-    new = {**counts, "observedGeneration": generation,
-           "conditions": conditions.merge(status.get("conditions"), wanted, generation)}
+    new = {
+        **counts,
+        "observedGeneration": generation,
+        "conditions": conditions.merge(status.get("conditions"), wanted, generation),
+    }
     if all(status.get(key) == value for key, value in new.items()):
         return
     Client.get().merge_patch(custom_path("sites", meta["name"], subresource="status"), {"status": new})
@@ -45,18 +47,17 @@ def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
 @kopf.on.resume("gigafab.nl", "v1alpha1", "sites")
 @kopf.on.create("gigafab.nl", "v1alpha1", "sites")
 @kopf.on.update("gigafab.nl", "v1alpha1", "sites")
-def site_changed(body: kopf.Body, node_index: kopf.Index[str, NodeSummary], **_: Any) -> None:
-    refresh(dict(body), node_index)
+def site_changed(body: kopf.Body, **kwargs: Any) -> None:
+    refresh(dict(body), kwargs["node_index"])
 
 
 @kopf.timer("gigafab.nl", "v1alpha1", "sites", interval=30, idle=10)
-def site_resync(body: kopf.Body, node_index: kopf.Index[str, NodeSummary], **_: Any) -> None:
-    refresh(dict(body), node_index)
+def site_resync(body: kopf.Body, **kwargs: Any) -> None:
+    refresh(dict(body), kwargs["node_index"])
 
 
 @kopf.on.event("", "v1", "nodes", labels={ZONE_LABEL: kopf.PRESENT})
-def node_changed(labels: kopf.Labels, node_index: kopf.Index[str, NodeSummary],
-                 site_index: kopf.Index[str, dict[str, Any]], **_: Any) -> None:
+def node_changed(labels: kopf.Labels, **kwargs: Any) -> None:
     zone = labels.get(ZONE_LABEL, "")
-    for entry in site_index.get(zone, []):
-        refresh(entry["body"], node_index)
+    for entry in kwargs["site_index"].get(zone, []):
+        refresh(entry["body"], kwargs["node_index"])

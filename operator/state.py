@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
-
 from gigafab.operator.kube import Kube
 from gigafab.operator.tenancy import Destination
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from kubernetes.utils import parse_quantity
+from gigafab.operator.quantity import quantity
 
 from gigafab.api.v1alpha1.tenant import TenantSpec
 
@@ -58,7 +58,9 @@ def desired_objects(name: str, spec: TenantSpec, destinations: Mapping[str, Dest
     """The objects of every namespace of tenant ``name``; unknown destinations are skipped."""
     namespaces = namespaces_of(name, spec)
     allowed = [destinations[d] for d in spec.egress if d in destinations and destinations[d].accepted]
-    result = TenantObjects(namespaces, refused_egress=[d for d in spec.egress if d in destinations and not destinations[d].accepted])
+    result = TenantObjects(
+        namespaces, refused_egress=[d for d in spec.egress if d in destinations and not destinations[d].accepted]
+    )
     labels = labels_for(name, spec)
     for index, namespace in enumerate(namespaces):
         result.objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}})
@@ -78,7 +80,7 @@ def share(total: Decimal, parts: int, index: int, unit: Decimal = Decimal(1)) ->
 
 
 def _quantity(value: str | int, parts: int, index: int, *, milli: bool) -> str:
-    portion = share(Decimal(parse_quantity(value)), parts, index, Decimal("0.001") if milli else Decimal(1))
+    portion = share(quantity(value), parts, index, Decimal("0.001") if milli else Decimal(1))
     if milli:
         millis = int(portion * 1000)
         return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 
-from kubernetes.utils import parse_quantity
+from gigafab.operator.quantity import quantity
+from gigafab.operator.tenancy import Destination, namespaces_of, quota_hard
 
 from gigafab.api.v1alpha1.tenant import TenantSpec
-from gigafab.operator.tenancy import Destination, namespaces_of, quota_hard
 
 ABSENT = None
 """Marks a namespace that does not exist yet."""
@@ -46,17 +45,26 @@ def find_problems(
         owner = namespace_owners.get(namespace, ABSENT)
         if owner is not ABSENT and owner != name:
             holder = f"tenant {owner}" if owner else "something outside gigafab"
-            problems.append(Problem("NamespaceConflict", f"namespace {namespace} already exists and belongs to {holder}; choose another name"))
+            problems.append(
+                Problem("NamespaceConflict", f"namespace {namespace} already exists and belongs to {holder}; choose another name")
+            )
     unknown = [d for d in spec.egress if d not in destinations]
     if unknown:
-        problems.append(Problem("UnknownEgressDestination", f"no EgressDestination named {', '.join(unknown)}; create it or remove it from spec.egress"))
+        problems.append(
+            Problem(
+                "UnknownEgressDestination",
+                f"no EgressDestination named {', '.join(unknown)}; create it or remove it from spec.egress",
+            )
+        )
     for index, namespace in enumerate(namespaces):
         used = quota_used.get(namespace, {})
         for resource, limit in quota_hard(spec, index, len(namespaces)).items():
-            if resource in used and Decimal(parse_quantity(used[resource])) > Decimal(parse_quantity(limit)):
-                problems.append(Problem(
-                    "QuotaBelowUse",
-                    f"namespace {namespace} uses {used[resource]} of {resource}, more than the new quota {limit}; "
-                    "stop some work first or raise spec.quota",
-                ))
+            if resource in used and quantity(used[resource]) > quantity(limit):
+                problems.append(
+                    Problem(
+                        "QuotaBelowUse",
+                        f"namespace {namespace} uses {used[resource]} of {resource}, more than the new quota {limit}; "
+                        "stop some work first or raise spec.quota",
+                    )
+                )
     return problems

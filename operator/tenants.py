@@ -15,15 +15,15 @@ import os
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
-
-from gigafab.api.v1alpha1.tenant import TenantSpec
 from gigafab.operator import audit, conditions
 from gigafab.operator.indexes import gpus_used
 from gigafab.operator.kube import Kube, collection_path
 from gigafab.operator.state import Client, TenantRecord, View, custom_path
 from gigafab.operator.tenancy import desired_objects, namespaces_of
 from gigafab.operator.tenant_checks import Problem, find_problems
+from pydantic import ValidationError
+
+from gigafab.api.v1alpha1.tenant import TenantSpec
 
 FORCE_ANNOTATION = "gigafab.nl/allow-delete-with-running-work"
 RETRY_SECONDS = float(os.environ.get("GIGAFAB_RETRY_SECONDS", "10"))
@@ -47,7 +47,8 @@ def reconcile(record: TenantRecord, view: View, kube: Kube) -> bool:
         return _not_ready(record, kube, Problem("InvalidSpec", str(invalid).splitlines()[0]), [])
     namespaces = namespaces_of(record.name, spec)
     problems = find_problems(
-        record.name, spec,
+        record.name,
+        spec,
         namespace_owners=view.owners(namespaces),
         destinations=view.destination_map(list(spec.egress)),
         quota_used=view.quota_used(namespaces),
@@ -56,15 +57,22 @@ def reconcile(record: TenantRecord, view: View, kube: Kube) -> bool:
         return _not_ready(record, kube, problems[0], namespaces, problems)
     plan = desired_objects(record.name, spec, view.destination_map(list(spec.egress)))
     for manifest in plan.objects:
-        kube.apply(manifest)
+        kube.ensure(manifest)
     blocked = _remove_dropped(record, view, kube, set(namespaces))
-    wanted = [conditions.Condition("Ready", True, "Reconciled", f"{len(namespaces)} namespace(s) with quota, access and network boundaries")]
+    wanted = [
+        conditions.Condition(
+            "Ready", True, "Reconciled", f"{len(namespaces)} namespace(s) with quota, access and network boundaries"
+        )
+    ]
     if blocked:
         wanted = [conditions.Condition("Ready", False, "NamespaceRemovalBlocked", blocked)]
     wanted.append(_egress_condition(plan.refused_egress))
     if plan.refused_egress and not _has_reason(record, "Egress", "DestinationRefused"):
-        audit.warning(record.reference(), reason="EgressRefused",
-                  message=f"egress to {', '.join(plan.refused_egress)} refused: not an EU jurisdiction")
+        audit.warning(
+            record.reference(),
+            reason="EgressRefused",
+            message=f"egress to {', '.join(plan.refused_egress)} refused: not an EU jurisdiction",
+        )
     if _status_changed(record, wanted) and not blocked:
         audit.normal(record.reference(), reason="Reconciled", message=wanted[0].message)
     _write_status(record, kube, wanted, namespaces, view, spec)
@@ -73,8 +81,7 @@ def reconcile(record: TenantRecord, view: View, kube: Kube) -> bool:
 
 def _egress_condition(refused: list[str]) -> conditions.Condition:
     if refused:
-        return conditions.Condition("Egress", False, "DestinationRefused",
-                                    f"not allowed, outside the EU: {', '.join(refused)}")
+        return conditions.Condition("Egress", False, "DestinationRefused", f"not allowed, outside the EU: {', '.join(refused)}")
     return conditions.Condition("Egress", True, "AllAccepted", "every named destination is allowed")
 
 
@@ -89,18 +96,20 @@ def _remove_dropped(record: TenantRecord, view: View, kube: Kube, keep: set[str]
             waiting.append(f"{namespace} ({running} pod(s) running)")
             continue
         kube.delete(collection_path("v1", "Namespace") + f"/{namespace}")
-        audit.normal(record.reference(), reason="NamespaceDeleted", message=f"namespace {namespace} removed from the tenant and deleted")
+        audit.normal(
+            record.reference(), reason="NamespaceDeleted", message=f"namespace {namespace} removed from the tenant and deleted"
+        )
     if not waiting:
         return ""
-    message = (f"kept until their work ends: {', '.join(waiting)}; set annotation "
-               f"{FORCE_ANNOTATION}=true to delete anyway")
+    message = f"kept until their work ends: {', '.join(waiting)}; set annotation {FORCE_ANNOTATION}=true to delete anyway"
     if not _has_reason(record, "Ready", "NamespaceRemovalBlocked"):
         audit.warning(record.reference(), reason="NamespaceRemovalBlocked", message=message)
     return message
 
 
-def _not_ready(record: TenantRecord, kube: Kube, problem: Problem, namespaces: list[str],
-               problems: list[Problem] | None = None) -> bool:
+def _not_ready(
+    record: TenantRecord, kube: Kube, problem: Problem, namespaces: list[str], problems: list[Problem] | None = None
+) -> bool:
     message = "; ".join(p.message for p in problems or [problem])
     if not _has_reason(record, "Ready", problem.reason):
         audit.warning(record.reference(), reason=problem.reason, message=message)
@@ -122,8 +131,14 @@ def _status_changed(record: TenantRecord, wanted: list[conditions.Condition]) ->
     )
 
 
-def _write_status(record: TenantRecord, kube: Kube, wanted: list[conditions.Condition], namespaces: list[str],
-                  view: View | None, spec: TenantSpec | None) -> None:
+def _write_status(
+    record: TenantRecord,
+    kube: Kube,
+    wanted: list[conditions.Condition],
+    namespaces: list[str],
+    view: View | None,
+    spec: TenantSpec | None,
+) -> None:
     """The one place Tenant status is written, and only when it changed."""
     status: dict[str, Any] = {
         "observedGeneration": record.generation,
@@ -156,8 +171,14 @@ def tenant_changed(name: str, **kwargs: Any) -> None:
 def _fresh(record: TenantRecord, kwargs: dict[str, Any]) -> TenantRecord:
     """The record as of this handler's body (the index may trail by an event)."""
     body = kwargs["body"]
-    return TenantRecord(record.name, record.uid, int(body["metadata"].get("generation") or 0), dict(body["spec"]),
-                        dict(body["metadata"].get("annotations") or {}), dict(body.get("status") or {}))
+    return TenantRecord(
+        record.name,
+        record.uid,
+        int(body["metadata"].get("generation") or 0),
+        dict(body["spec"]),
+        dict(body["metadata"].get("annotations") or {}),
+        dict(body.get("status") or {}),
+    )
 
 
 @kopf.on.delete("gigafab.nl", "v1alpha1", "tenants")
@@ -168,11 +189,13 @@ def tenant_deleted(name: str, **kwargs: Any) -> None:
     busy = {ns: active_pods(kube, ns) for ns in view.namespaces_of_tenant(name)}
     busy = {ns: count for ns, count in busy.items() if count}
     if busy and not forced(record):
-        message = ("deletion waits for running work in " + ", ".join(f"{ns} ({n} pod(s))" for ns, n in sorted(busy.items()))
-                   + f"; set annotation {FORCE_ANNOTATION}=true to delete anyway")
+        message = (
+            "deletion waits for running work in "
+            + ", ".join(f"{ns} ({n} pod(s))" for ns, n in sorted(busy.items()))
+            + f"; set annotation {FORCE_ANNOTATION}=true to delete anyway"
+        )
         _not_ready(record, kube, Problem("DeletionBlocked", message), sorted(busy))
         raise kopf.TemporaryError(message, delay=RETRY_SECONDS)
     for namespace in view.namespaces_of_tenant(name):
         kube.delete(collection_path("v1", "Namespace") + f"/{namespace}")
     audit.normal(record.reference(), reason="Deleted", message="tenant namespaces deleted")
-

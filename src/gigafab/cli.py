@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     status = local_commands.add_parser("status", help="what runs")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     local_commands.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
+    local_commands.add_parser("build", help="build the control-plane binaries into the cache (first time only)")
 
     operator = commands.add_parser("operator", help="run the operator (kopf) against a cluster")
     operator.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
@@ -41,12 +42,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _local(args: argparse.Namespace) -> int:
-    from gigafab.local.plane import Options, Plane  # noqa: PLC0415 - keep `gigafab --help` fast
+    from gigafab.local.plane import Options, Plane
 
     plane = Plane()
     if args.action == "up":
-        plane.up(Options(nodes_per_site=args.nodes_per_site, gpus_per_node=args.gpus_per_node,
-                         operator=not args.no_operator, tenants=args.tenants))
+        plane.up(
+            Options(
+                nodes_per_site=args.nodes_per_site,
+                gpus_per_node=args.gpus_per_node,
+                operator=not args.no_operator,
+                tenants=args.tenants,
+            )
+        )
     elif args.action == "down":
         stopped = plane.down(purge=args.purge)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -61,6 +68,10 @@ def _local(args: argparse.Namespace) -> int:
                 ports = ",".join(str(p) for p in row["ports"])  # type: ignore[attr-defined]
                 print(f"{name:26}{state:10}{row['pid'] or '-':>8}  {ports}")
         return 0 if all(row["running"] for row in report.values()) else 3
+    elif args.action == "build":
+        from gigafab.local.toolchain import ensure_binaries  # noqa: PLC0415
+
+        ensure_binaries(plane.layout)
     else:
         print(plane.layout.admin_kubeconfig)
     return 0
@@ -68,16 +79,16 @@ def _local(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from gigafab.local.processes import PlaneError  # noqa: PLC0415
+    from gigafab.local.processes import PlaneError
 
     try:
         if args.command == "crds":
-            from gigafab.api import crdgen  # noqa: PLC0415
+            from gigafab.api import crdgen
 
             return crdgen.main(check=args.check)
         if args.command == "local":
             return _local(args)
-        from gigafab.operator.main import run  # noqa: PLC0415
+        from gigafab.operator.main import run
 
         run(args.kubeconfig, args.liveness, verbose=args.verbose)
         return 0

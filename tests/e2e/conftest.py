@@ -30,23 +30,26 @@ class Kubectl:
 
     plane: Plane
 
-    def run(self, *args: str, as_user: str | None = None, groups: tuple[str, ...] = (), check: bool = True,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, as_user: str | None = None, groups: tuple[str, ...] = (), check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         argv = [str(self.plane.layout.binary("kubectl")), f"--kubeconfig={self.plane.layout.admin_kubeconfig}"]
         if as_user:
             argv.append(f"--as={as_user}")
             argv.extend(f"--as-group={group}" for group in groups)
-        answer = subprocess.run([*argv, *args], capture_output=True, text=True, input=stdin, timeout=120)  # noqa: S603
+        answer = subprocess.run([*argv, *args], check=False, capture_output=True, text=True, input=stdin, timeout=120)
         if check and answer.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {answer.stderr}")
         return answer
 
-    def apply(self, *objects: dict[str, Any], check: bool = True, as_user: str | None = None,
-              groups: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, *objects: dict[str, Any], check: bool = True, as_user: str | None = None, groups: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
         return self.run("apply", "-f", "-", stdin=yaml.safe_dump_all(objects), check=check, as_user=as_user, groups=groups)
 
-    def create(self, *objects: dict[str, Any], check: bool = True, as_user: str | None = None,
-               groups: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    def create(
+        self, *objects: dict[str, Any], check: bool = True, as_user: str | None = None, groups: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
         return self.run("create", "-f", "-", stdin=yaml.safe_dump_all(objects), check=check, as_user=as_user, groups=groups)
 
     def get(self, *args: str) -> Any:
@@ -99,8 +102,12 @@ def tenant(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def destination(name: str, jurisdiction: str, cidr: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "gigafab.nl/v1alpha1", "kind": "EgressDestination", "metadata": {"name": name},
-            "spec": {"jurisdiction": jurisdiction, "cidrs": [cidr], **spec}}
+    return {
+        "apiVersion": "gigafab.nl/v1alpha1",
+        "kind": "EgressDestination",
+        "metadata": {"name": name},
+        "spec": {"jurisdiction": jurisdiction, "cidrs": [cidr], **spec},
+    }
 
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
@@ -113,10 +120,17 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 def gpu_pod(name: str, namespace: str, gpus: int = 1) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "containers": [{"name": "train", "image": "registry.example/train:1",
-                            "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}}}],
+            "containers": [
+                {
+                    "name": "train",
+                    "image": "registry.example/train:1",
+                    "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}},
+                }
+            ],
             "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
         },
     }

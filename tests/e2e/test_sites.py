@@ -23,8 +23,14 @@ def test_planned_site_is_not_ready(kubectl: Kubectl) -> None:
 
 
 def test_site_without_nodes_says_so(kubectl: Kubectl) -> None:
-    kubectl.apply({"apiVersion": "gigafab.nl/v1alpha1", "kind": "Site", "metadata": {"name": "groningen-2"},
-                   "spec": {"jurisdiction": "NL", "powerBudgetKW": 500}})
+    kubectl.apply(
+        {
+            "apiVersion": "gigafab.nl/v1alpha1",
+            "kind": "Site",
+            "metadata": {"name": "groningen-2"},
+            "spec": {"jurisdiction": "NL", "powerBudgetKW": 500},
+        }
+    )
 
     def empty() -> None:
         site = kubectl.get("site", "groningen-2")

@@ -24,20 +24,28 @@ def ready(kubectl: Kubectl, name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def destinations(kubectl: Kubectl) -> tuple[str, str]:
-    kubectl.apply(destination("t-eu-store", "NL", "192.0.2.0/24", ports=[{"port": 443}]),
-                  destination("t-us-store", "US", "203.0.113.0/24"))
+    kubectl.apply(
+        destination("t-eu-store", "NL", "192.0.2.0/24", ports=[{"port": 443}]), destination("t-us-store", "US", "203.0.113.0/24")
+    )
     return "t-eu-store", "t-us-store"
 
 
 @pytest.fixture(scope="module")
 def hospital(kubectl: Kubectl, destinations: tuple[str, str]) -> str:
-    kubectl.apply(tenant(
-        "hospital", dataClass="health", namespaces=["hospital-a", "hospital-b"],
-        members=[{"kind": "User", "name": MEMBER, "role": "member"},
-                 {"kind": "Group", "name": "hospital-admins", "role": "admin"},
-                 {"kind": "User", "name": "auditor", "role": "viewer"}],
-        quota={"gpus": 5, "cpu": "16", "memory": "64Gi"}, egress=list(destinations),
-    ))
+    kubectl.apply(
+        tenant(
+            "hospital",
+            dataClass="health",
+            namespaces=["hospital-a", "hospital-b"],
+            members=[
+                {"kind": "User", "name": MEMBER, "role": "member"},
+                {"kind": "Group", "name": "hospital-admins", "role": "admin"},
+                {"kind": "User", "name": "auditor", "role": "viewer"},
+            ],
+            quota={"gpus": 5, "cpu": "16", "memory": "64Gi"},
+            egress=list(destinations),
+        )
+    )
     ready(kubectl, "hospital")
     kubectl.apply(tenant("neighbour", members=[{"name": "other-user", "role": "admin"}]))
     ready(kubectl, "neighbour")
@@ -84,7 +92,8 @@ def test_non_eu_destination_is_refused_and_in_no_policy(kubectl: Kubectl, hospit
 def test_member_runs_pods_in_own_namespace_only(kubectl: Kubectl, hospital: str) -> None:
     kubectl.create(gpu_pod("member-pod", "hospital-a"), as_user=MEMBER)
     refused = kubectl.create(gpu_pod("intruder", "neighbour"), as_user=MEMBER, check=False)
-    assert refused.returncode != 0 and "forbidden" in refused.stderr
+    assert refused.returncode != 0
+    assert "forbidden" in refused.stderr
     assert not kubectl.can("list", "pods", "neighbour", MEMBER)
     kubectl.run("delete", "pod", "member-pod", "-n", "hospital-a", "--wait=false")
 
@@ -92,12 +101,19 @@ def test_member_runs_pods_in_own_namespace_only(kubectl: Kubectl, hospital: str)
 @pytest.mark.parametrize(("user", "groups"), [(MEMBER, ()), ("someone", ("hospital-admins",)), ("auditor", ())])
 @pytest.mark.parametrize(
     ("verb", "resource"),
-    [("update", "resourcequotas"), ("delete", "resourcequotas"), ("patch", "limitranges"),
-     ("delete", "networkpolicies"), ("create", "networkpolicies"), ("patch", "namespaces"),
-     ("create", "rolebindings")],
+    [
+        ("update", "resourcequotas"),
+        ("delete", "resourcequotas"),
+        ("patch", "limitranges"),
+        ("delete", "networkpolicies"),
+        ("create", "networkpolicies"),
+        ("patch", "namespaces"),
+        ("create", "rolebindings"),
+    ],
 )
-def test_no_tenant_role_may_change_platform_objects(kubectl: Kubectl, hospital: str, user: str, groups: tuple[str, ...],
-                                                    verb: str, resource: str) -> None:
+def test_no_tenant_role_may_change_platform_objects(
+    kubectl: Kubectl, hospital: str, user: str, groups: tuple[str, ...], verb: str, resource: str
+) -> None:
     assert not kubectl.can(verb, resource, "hospital-a", user, groups)
 
 
@@ -111,11 +127,24 @@ def test_roles_grant_what_they_say(kubectl: Kubectl, hospital: str) -> None:
 
 def test_member_cannot_edit_policy_or_quota_for_real(kubectl: Kubectl, hospital: str) -> None:
     patch = '{"spec":{"hard":{"requests.nvidia.com/gpu":"100"}}}'
-    answer = kubectl.run("patch", "resourcequota", "gigafab-quota", "-n", "hospital-a", "--type=merge", "-p", patch,
-                         as_user="someone", groups=("hospital-admins",), check=False)
-    assert answer.returncode != 0 and "forbidden" in answer.stderr
+    answer = kubectl.run(
+        "patch",
+        "resourcequota",
+        "gigafab-quota",
+        "-n",
+        "hospital-a",
+        "--type=merge",
+        "-p",
+        patch,
+        as_user="someone",
+        groups=("hospital-admins",),
+        check=False,
+    )
+    assert answer.returncode != 0
+    assert "forbidden" in answer.stderr
     answer = kubectl.run("delete", "networkpolicy", "gigafab-default-deny", "-n", "hospital-a", as_user=MEMBER, check=False)
-    assert answer.returncode != 0 and "forbidden" in answer.stderr
+    assert answer.returncode != 0
+    assert "forbidden" in answer.stderr
 
 
 def test_deleted_quota_is_put_back(kubectl: Kubectl, hospital: str) -> None:
@@ -124,10 +153,26 @@ def test_deleted_quota_is_put_back(kubectl: Kubectl, hospital: str) -> None:
 
 
 def test_hand_edited_policy_and_quota_are_put_back(kubectl: Kubectl, hospital: str) -> None:
-    kubectl.run("patch", "resourcequota", "gigafab-quota", "-n", "hospital-a", "--type=merge",
-                "-p", '{"spec":{"hard":{"requests.nvidia.com/gpu":"50"}}}')
-    kubectl.run("patch", "networkpolicy", "gigafab-tenant-boundary", "-n", "hospital-a", "--type=json",
-                "-p", '[{"op":"add","path":"/spec/egress/-","value":{"to":[{"ipBlock":{"cidr":"0.0.0.0/0"}}]}}]')
+    kubectl.run(
+        "patch",
+        "resourcequota",
+        "gigafab-quota",
+        "-n",
+        "hospital-a",
+        "--type=merge",
+        "-p",
+        '{"spec":{"hard":{"requests.nvidia.com/gpu":"50"}}}',
+    )
+    kubectl.run(
+        "patch",
+        "networkpolicy",
+        "gigafab-tenant-boundary",
+        "-n",
+        "hospital-a",
+        "--type=json",
+        "-p",
+        '[{"op":"add","path":"/spec/egress/-","value":{"to":[{"ipBlock":{"cidr":"0.0.0.0/0"}}]}}]',
+    )
     eventually(lambda: _assert_gpus(kubectl, "hospital-a", "3"))
 
     def restored() -> None:
@@ -141,4 +186,5 @@ def test_hand_edited_policy_and_quota_are_put_back(kubectl: Kubectl, hospital: s
 
 def _assert_gpus(kubectl: Kubectl, namespace: str, gpus: str) -> None:
     quota = kubectl.get("resourcequota", "gigafab-quota", "-n", namespace)
-    assert quota is not None and quota["spec"]["hard"]["requests.nvidia.com/gpu"] == gpus
+    assert quota is not None
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == gpus

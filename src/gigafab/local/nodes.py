@@ -72,11 +72,15 @@ def kwok_stage_file(target: Path) -> Path:
 def _kwok_module_dir() -> Path:
     module = f"sigs.k8s.io/kwok@{KWOK_VERSION}"
     try:
-        answer = subprocess.run(  # noqa: S603
-            ["go", "mod", "download", "-json", module], capture_output=True, text=True, check=True, timeout=300,  # noqa: S607
+        answer = subprocess.run(
+            ["go", "mod", "download", "-json", module],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
         )
     except (OSError, subprocess.SubprocessError) as failure:
         raise PlaneError(f"could not fetch {module} for its stage files: {failure}") from failure
-    import json  # noqa: PLC0415
+    import json
 
     return Path(json.loads(answer.stdout)["Dir"])

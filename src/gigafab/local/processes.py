@@ -91,7 +91,7 @@ class Supervisor:
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{component.name}.log"
         with log_path.open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - argv built by the plane itself
+            process = subprocess.Popen(
                 list(component.argv),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -69,17 +69,21 @@ def _build(target: Path, what: str, args: list[str], *, cwd: Path, gobin: bool =
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     if gobin:
         env["GOBIN"] = str(staging)
-    _say(f"building {what} from its Go module into {target} (first time only: this takes "
-         "several minutes on two cores; later runs use the cache)")
+    _say(
+        f"building {what} from its Go module into {target} (first time only: this takes "
+        "several minutes on two cores; later runs use the cache)"
+    )
     log = target.parent / f"{target.name}.build.log"
     started = time.monotonic()
     with log.open("w") as sink:
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
         _report_progress(process, log, what, started)
     if process.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        raise PlaneError(f"building {what} failed (exit {process.returncode}); the build log is {log}:\n"
-                         + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
+        raise PlaneError(
+            f"building {what} failed (exit {process.returncode}); the build log is {log}:\n"
+            + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        )
     (staging / MARKER).write_text(f"{what}\n")
     if target.exists():
         shutil.rmtree(target)

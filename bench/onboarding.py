@@ -1,0 +1,117 @@
+"""Onboarding benchmark: apply N Tenants to the running local plane and time them to Ready.
+
+    gigafab local up          # the plane, with its operator
+    python bench/onboarding.py --tenants 1000
+
+Prints the seconds from the first create until every Tenant is Ready, the create
+rate, and the operator's resident memory (before and peak, sampled every 100 ms).
+The tenants are deleted afterwards unless --keep is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psutil
+from kubernetes import client, config
+
+from gigafab.local.plane import Plane
+
+GROUP, VERSION, PLURAL = "gigafab.nl", "v1alpha1", "tenants"
+LABEL = "gigafab.nl/bench"
+TRACKS = ("euro-hpc", "national", "regional")
+
+
+def tenant(index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": f"bench-{index:05d}", "labels": {LABEL: "onboarding"},
+                     "annotations": {"gigafab.nl/allow-delete-with-running-work": "true"}},
+        "spec": {
+            "track": TRACKS[index % 3],
+            "members": [{"kind": "User", "name": f"user-{index}", "role": "admin"}],
+            "quota": {"gpus": 8, "cpu": "32", "memory": "128Gi"},
+        },
+    }
+
+
+class PeakRss(threading.Thread):
+    """Samples a process's resident memory until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = self.process.memory_info().rss
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.1):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def ready_count(api: client.CustomObjectsApi) -> int:
+    listed = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector=LABEL)
+    return sum(
+        1
+        for item in listed["items"]
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in (item.get("status") or {}).get("conditions") or [])
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--keep", action="store_true", help="leave the tenants in place")
+    args = parser.parse_args()
+
+    plane = Plane()
+    pid = plane.supervisor.pid_of("gigafab-operator")
+    if pid is None:
+        raise SystemExit("the local plane's operator is not running: start it with `gigafab local up`")
+    config.load_kube_config(str(plane.layout.admin_kubeconfig))
+    api = client.CustomObjectsApi()
+    remove_bench_tenants(api, args.timeout)  # left over from an earlier --keep run
+    memory = PeakRss(pid)
+    before = memory.peak
+    memory.start()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: api.create_cluster_custom_object(GROUP, VERSION, PLURAL, tenant(i)), range(args.tenants)))
+    created = time.monotonic() - started
+    ready = 0
+    while ready < args.tenants and time.monotonic() - started < args.timeout:
+        time.sleep(0.5)
+        ready = ready_count(api)
+    elapsed = time.monotonic() - started
+    memory.halt.set()
+    memory.join()
+    print(json.dumps({
+        "tenants": args.tenants,
+        "ready": ready,
+        "seconds_to_all_ready": round(elapsed, 1),
+        "create_seconds": round(created, 1),
+        "operator_rss_before_mb": round(before / 2**20, 1),
+        "operator_rss_peak_mb": round(memory.peak / 2**20, 1),
+    }, indent=2))
+    if not args.keep:
+        remove_bench_tenants(api, args.timeout)
+
+
+def remove_bench_tenants(api: client.CustomObjectsApi, timeout: float) -> None:
+    """Delete this benchmark's tenants (and so their namespaces) and wait until they are gone."""
+    api.delete_collection_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector=LABEL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and api.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector=LABEL)["items"]:
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Small pure decisions: conditions, jurisdiction, site health, drift comparison."""
+
+from __future__ import annotations
+
+import pytest
+from gigafab.operator.conditions import Condition, merge
+from gigafab.operator.drift import covers
+from gigafab.operator.jurisdiction import egress_acceptance
+from gigafab.operator.site_health import NodeSummary, node_summary, site_status
+
+
+def test_merge_keeps_transition_time_while_status_holds() -> None:
+    first = merge(None, [Condition("Ready", True, "A", "a")], 1, clock="t1")
+    second = merge(first, [Condition("Ready", True, "B", "b")], 2, clock="t2")
+    third = merge(second, [Condition("Ready", False, "C", "c")], 3, clock="t3")
+    assert first[0]["lastTransitionTime"] == second[0]["lastTransitionTime"] == "t1"
+    assert second[0]["observedGeneration"] == 2
+    assert (third[0]["status"], third[0]["lastTransitionTime"]) == ("False", "t3")
+
+
+def test_merge_keeps_other_conditions() -> None:
+    merged = merge([{"type": "Other", "status": "True"}], [Condition("Ready", True, "R", "r")], 1)
+    assert [c["type"] for c in merged] == ["Other", "Ready"]
+
+
+@pytest.mark.parametrize(
+    ("code", "accepted"), [("NL", True), ("DE", True), ("GR", True), ("US", False), ("GB", False), ("CH", False), ("NO", False)]
+)
+def test_only_eu_member_states_are_accepted(code: str, accepted: bool) -> None:
+    verdict = egress_acceptance(code)
+    assert verdict.status is accepted
+    assert code in verdict.message
+
+
+def node(name: str, zone: str = "z", gpus: int = 8, ready: bool = True) -> NodeSummary:
+    return NodeSummary(name, zone, gpus, ready)
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "nodes", "ready", "healthy"),
+    [
+        ("Active", [node("a"), node("b")], ("True", "NodesReady"), ("True", "MostNodesReady")),
+        ("Active", [node("a"), node("b", ready=False)], ("True", "NodesReady"), ("False", "MostNodesLost")),
+        ("Active", [node("a", ready=False)], ("False", "NoReadyNodes"), ("False", "MostNodesLost")),
+        ("Active", [node("a", zone="other")], ("False", "NoNodes"), ("False", "NoNodes")),
+        ("Planned", [node("a")], ("False", "Planned"), ("True", "MostNodesReady")),
+        ("Draining", [node("a")], ("False", "Draining"), ("True", "MostNodesReady")),
+    ],
+)
+def test_site_status(lifecycle: str, nodes: list[NodeSummary], ready: tuple[str, str], healthy: tuple[str, str]) -> None:
+    counts, (readiness, health) = site_status("z", lifecycle, nodes)
+    assert (("True" if readiness.status else "False"), readiness.reason) == ready
+    assert (("True" if health.status else "False"), health.reason) == healthy
+    assert counts["gpus"] == sum(n.gpus for n in nodes if n.zone == "z")
+
+
+def test_node_summary_reads_gpus_readiness_and_power() -> None:
+    summary = node_summary(
+        "n1",
+        {"topology.kubernetes.io/zone": "de-halm", "gigafab.nl/gpu-power-watts": "1000"},
+        {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]},
+        {"unschedulable": True},
+    )
+    assert summary == NodeSummary("n1", "de-halm", 8, False, 1000)
+
+
+@pytest.mark.parametrize(
+    ("observed", "desired", "same"),
+    [
+        ({"a": 1, "extra": 2}, {"a": 1}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"hard": {"cpu": "5"}}, {"hard": {"cpu": "5000m"}}, True),
+        ({"hard": {"memory": "1Gi"}}, {"hard": {"memory": "1024Mi"}}, True),
+        ({"hard": {"memory": "1Gi"}}, {"hard": {"memory": "2Gi"}}, False),
+        ({"l": [1, 2, 3]}, {"l": [1, 2]}, False),
+        ({"l": [{"x": 1, "y": 0}]}, {"l": [{"x": 1}]}, True),
+        ({}, {"a": None}, True),
+        ({"name": "abc"}, {"name": "abd"}, False),
+    ],
+)
+def test_covers(observed: object, desired: object, same: bool) -> None:
+    assert covers(observed, desired) is same
