@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psutil
-from kubernetes import client, config
+from kubernetes import client, config, watch
 
 from gigafab.local.plane import Plane
 
@@ -31,8 +31,11 @@ def tenant(index: int) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Tenant",
-        "metadata": {"name": f"bench-{index:05d}", "labels": {LABEL: "onboarding"},
-                     "annotations": {"gigafab.nl/allow-delete-with-running-work": "true"}},
+        "metadata": {
+            "name": f"bench-{index:05d}",
+            "labels": {LABEL: "onboarding"},
+            "annotations": {"gigafab.nl/allow-delete-with-running-work": "true"},
+        },
         "spec": {
             "track": TRACKS[index % 3],
             "members": [{"kind": "User", "name": f"user-{index}", "role": "admin"}],
@@ -55,13 +58,29 @@ class PeakRss(threading.Thread):
             self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-def ready_count(api: client.CustomObjectsApi) -> int:
-    listed = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector=LABEL)
-    return sum(
-        1
-        for item in listed["items"]
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in (item.get("status") or {}).get("conditions") or [])
-    )
+def is_ready(item: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (item.get("status") or {}).get("conditions") or [])
+
+
+class ReadyWatch(threading.Thread):
+    """Watches the benchmark's Tenants (one stream, no polling) and notes which are Ready."""
+
+    def __init__(self, api: client.CustomObjectsApi, expected: int, timeout: float) -> None:
+        super().__init__(daemon=True)
+        self.api, self.expected, self.timeout = api, expected, timeout
+        self.ready: set[str] = set()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        stream = watch.Watch()
+        for event in stream.stream(
+            self.api.list_cluster_custom_object, GROUP, VERSION, PLURAL, label_selector=LABEL, timeout_seconds=int(self.timeout)
+        ):
+            if is_ready(event["object"]):
+                self.ready.add(event["object"]["metadata"]["name"])
+            if len(self.ready) >= self.expected:
+                stream.stop()
+        self.done.set()
 
 
 def main() -> None:
@@ -82,25 +101,30 @@ def main() -> None:
     before = memory.peak
     memory.start()
 
+    watcher = ReadyWatch(api, args.tenants, args.timeout)
+    watcher.start()
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: api.create_cluster_custom_object(GROUP, VERSION, PLURAL, tenant(i)), range(args.tenants)))
     created = time.monotonic() - started
-    ready = 0
-    while ready < args.tenants and time.monotonic() - started < args.timeout:
-        time.sleep(0.5)
-        ready = ready_count(api)
+    watcher.done.wait(args.timeout)
     elapsed = time.monotonic() - started
+    ready = len(watcher.ready)
     memory.halt.set()
     memory.join()
-    print(json.dumps({
-        "tenants": args.tenants,
-        "ready": ready,
-        "seconds_to_all_ready": round(elapsed, 1),
-        "create_seconds": round(created, 1),
-        "operator_rss_before_mb": round(before / 2**20, 1),
-        "operator_rss_peak_mb": round(memory.peak / 2**20, 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "tenants": args.tenants,
+                "ready": ready,
+                "seconds_to_all_ready": round(elapsed, 1),
+                "create_seconds": round(created, 1),
+                "operator_rss_before_mb": round(before / 2**20, 1),
+                "operator_rss_peak_mb": round(memory.peak / 2**20, 1),
+            },
+            indent=2,
+        )
+    )
     if not args.keep:
         remove_bench_tenants(api, args.timeout)
 

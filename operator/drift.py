@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 from gigafab.operator import audit
-from gigafab.operator.kube import object_path
+from gigafab.operator.kube import collection_path, object_path
 from gigafab.operator.quantity import quantity
 from gigafab.operator.state import Client, View
 from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest, desired_objects
@@ -57,7 +57,7 @@ def _essence(manifest: Manifest) -> dict[str, Any]:
 
 def counterpart(kind: str, name: str, namespace: str | None, tenant: str, view: View) -> Manifest | None:
     record = view.tenant(tenant)
-    if record is None:
+    if record is None or record.deleting:
         return None
     try:
         spec = TenantSpec.model_validate(dict(record.spec))
@@ -73,6 +73,13 @@ def counterpart(kind: str, name: str, namespace: str | None, tenant: str, view: 
     return None
 
 
+def _namespace_active(namespace: str | None) -> bool:
+    if namespace is None:
+        return True
+    found = Client.get().get(collection_path("v1", "Namespace") + f"/{namespace}")
+    return found is not None and not found["metadata"].get("deletionTimestamp")
+
+
 def repair(event: Mapping[str, Any], body: kopf.Body, kind: str, view: View) -> None:
     meta = body["metadata"]
     tenant = (meta.get("labels") or {}).get(TENANT_LABEL)
@@ -86,6 +93,8 @@ def repair(event: Mapping[str, Any], body: kopf.Body, kind: str, view: View) -> 
         return
     if gone and kind == "Namespace":
         return  # a deleted namespace is the tenant handler's decision, not drift
+    if gone and not _namespace_active(meta.get("namespace")):
+        return  # its namespace is going away with everything in it
     Client.get().apply(desired)
     record = view.tenant(tenant)
     what = f"{kind} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")

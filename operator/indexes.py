@@ -16,7 +16,9 @@ MANAGED = dict(MANAGED_BY.items())
 
 @kopf.index("gigafab.nl", "v1alpha1", "tenants")
 def tenant_index(name: str, uid: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, TenantRecord]:
-    return {name: TenantRecord(name, uid, int(meta.get("generation") or 0), dict(spec), dict(meta.annotations), dict(status))}
+    generation = int(meta.get("generation") or 0)
+    deleting = meta.get("deletionTimestamp") is not None
+    return {name: TenantRecord(name, uid, generation, dict(spec), dict(meta.annotations), dict(status), deleting)}
 
 
 @kopf.index("gigafab.nl", "v1alpha1", "egressdestinations")

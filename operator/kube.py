@@ -92,8 +92,12 @@ class Kube:
         """Create ``manifest``; if it exists already, apply it (a create is far cheaper for the apiserver)."""
         meta = manifest["metadata"]
         try:
-            return self._call("POST", collection_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace")),
-                              body=dict(manifest), query=[("fieldManager", FIELD_MANAGER)])
+            return self._call(
+                "POST",
+                collection_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace")),
+                body=dict(manifest),
+                query=[("fieldManager", FIELD_MANAGER)],
+            )
         except ApiException as failure:
             if failure.status != 409:
                 raise

@@ -26,7 +26,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.batching.worker_limit = 64
+    # kopf runs a worker per object with events; bound them and let idle ones go soon,
+    # so a burst of thousands of tenants and their objects costs bounded memory.
+    settings.batching.worker_limit = 200
+    settings.batching.idle_timeout = 0.5
     settings.persistence.finalizer = "gigafab.nl/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gigafab.nl")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="gigafab.nl", key="last-handled-configuration")

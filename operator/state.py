@@ -28,6 +28,7 @@ class TenantRecord:
     spec: Mapping[str, Any]
     annotations: Mapping[str, str]
     status: Mapping[str, Any]
+    deleting: bool = False
 
     def reference(self) -> dict[str, Any]:
         return {"apiVersion": "gigafab.nl/v1alpha1", "kind": "Tenant", "metadata": {"name": self.name, "uid": self.uid}}

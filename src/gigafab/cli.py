@@ -69,7 +69,7 @@ def _local(args: argparse.Namespace) -> int:
                 print(f"{name:26}{state:10}{row['pid'] or '-':>8}  {ports}")
         return 0 if all(row["running"] for row in report.values()) else 3
     elif args.action == "build":
-        from gigafab.local.toolchain import ensure_binaries  # noqa: PLC0415
+        from gigafab.local.toolchain import ensure_binaries
 
         ensure_binaries(plane.layout)
     else:

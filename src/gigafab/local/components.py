@@ -87,7 +87,7 @@ def apiserver(layout: Layout, serving: Pair, admin: Pair, sa_key: Path) -> Compo
             f"--service-account-key-file={sa_key}",
             f"--service-account-signing-key-file={sa_key}",
             "--enable-priority-and-fairness=false",
-            "--profiling=false",
+            "--profiling=true",
             "--max-requests-inflight=2000",
             "--max-mutating-requests-inflight=1000",
             "--storage-media-type=application/vnd.kubernetes.protobuf",
