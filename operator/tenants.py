@@ -19,7 +19,7 @@ from gigafab.operator import audit, conditions
 from gigafab.operator.indexes import gpus_used
 from gigafab.operator.kube import Kube, collection_path
 from gigafab.operator.state import Client, TenantRecord, View, custom_path
-from gigafab.operator.tenancy import desired_objects, namespaces_of
+from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, desired_objects, namespaces_of
 from gigafab.operator.tenant_checks import Problem, find_problems
 from pydantic import ValidationError
 
@@ -154,6 +154,18 @@ def _write_status(
 
 
 # -- handlers ---------------------------------------------------------------
+
+
+@kopf.on.event("", "v1", "resourcequotas", labels={TENANT_LABEL: kopf.PRESENT, **MANAGED_BY})
+def quota_used_changed(labels: kopf.Labels, **kwargs: Any) -> None:
+    """Keep a Tenant's ``status.gpusUsed`` current as its pods come and go."""
+    view = View.of(kwargs)
+    record = view.tenant(labels[TENANT_LABEL])
+    if record is None or record.deleting or "gpusUsed" not in record.status:
+        return
+    used = sum(gpus_used(quota) for quota in view.quota_used(list(record.status.get("namespaces") or [])).values())
+    if used != record.status.get("gpusUsed"):
+        Client.get().merge_patch(custom_path("tenants", record.name, subresource="status"), {"status": {"gpusUsed": used}})
 
 
 @kopf.on.resume("gigafab.nl", "v1alpha1", "tenants")

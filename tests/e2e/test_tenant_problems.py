@@ -52,6 +52,11 @@ def test_quota_below_current_use_is_refused(kubectl: Kubectl, unique: str) -> No
         assert kubectl.get("resourcequota", "gigafab-quota", "-n", unique)["status"]["used"]["requests.nvidia.com/gpu"] == "3"
 
     eventually(used)
+
+    def reported() -> None:
+        assert kubectl.get("tenant", unique)["status"]["gpusUsed"] == 3
+
+    eventually(reported)
     kubectl.apply(tenant(unique, quota={"gpus": 1}))
     not_ready(kubectl, unique, "QuotaBelowUse")
     warned(kubectl, unique, "QuotaBelowUse")

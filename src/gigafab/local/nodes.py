@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def _kwok_module_dir() -> Path:
     try:
         answer = subprocess.run(
             ["go", "mod", "download", "-json", module],
+            cwd=tempfile.gettempdir(),
             capture_output=True,
             text=True,
             check=True,
