@@ -38,7 +38,8 @@ def _refresh_tenants(destination: str, view: View) -> None:
     """Re-reconcile the tenants that name this destination, so policies follow it."""
     for _tenant, store in list(view.tenants.items()):
         for record in store:
-            if destination in (record.spec.get("egress") or []):
+            # a tenant not reconciled yet is about to be, by its own handler
+            if destination in (record.spec.get("egress") or []) and "observedGeneration" in record.status:
                 reconcile(record, view, Client.get())
 
 

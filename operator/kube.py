@@ -23,6 +23,7 @@ _PATHS = {
     ("v1", "ResourceQuota"): "/api/v1/namespaces/{namespace}/resourcequotas",
     ("v1", "LimitRange"): "/api/v1/namespaces/{namespace}/limitranges",
     ("v1", "Pod"): "/api/v1/namespaces/{namespace}/pods",
+    ("v1", "Event"): "/api/v1/namespaces/{namespace}/events",
     ("networking.k8s.io/v1", "NetworkPolicy"): "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
 }
@@ -102,6 +103,11 @@ class Kube:
             if failure.status != 409:
                 raise
         return self.apply(manifest)
+
+    def create(self, manifest: Mapping[str, Any]) -> Any:
+        meta = manifest["metadata"]
+        path = collection_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
+        return self._call("POST", path, body=dict(manifest), query=[("fieldManager", FIELD_MANAGER)])
 
     def merge_patch(self, path: str, patch: Mapping[str, Any]) -> Any:
         return self._call("PATCH", path, body=dict(patch), content_type="application/merge-patch+json")

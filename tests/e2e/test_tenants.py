@@ -188,3 +188,12 @@ def _assert_gpus(kubectl: Kubectl, namespace: str, gpus: str) -> None:
     quota = kubectl.get("resourcequota", "gigafab-quota", "-n", namespace)
     assert quota is not None
     assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == gpus
+
+
+def test_describe_shows_the_decisions_as_events(kubectl: Kubectl, hospital: str) -> None:
+    def described() -> None:
+        text = kubectl.run("describe", "tenant", hospital).stdout
+        assert "Reconciled" in text
+        assert "EgressRefused" in text
+
+    eventually(described)

@@ -99,21 +99,28 @@ def apiserver(layout: Layout, serving: Pair, admin: Pair, sa_key: Path) -> Compo
     )
 
 
+def _control_loop(layout: Layout, name: str, port: int) -> list[str]:
+    """Command line shared by the controller-manager and the scheduler: identity and serving."""
+    kubeconfig = layout.kubeconfig_for(name)
+    return [
+        str(layout.binary(name)),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        "--leader-elect=false",
+    ]
+
+
 def controller_manager(layout: Layout, sa_key: Path) -> Component:
-    kubeconfig = layout.kubeconfig_for("kube-controller-manager")
     return Component(
         "kube-controller-manager",
         [
-            str(layout.binary("kube-controller-manager")),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={layout.ports.controller_manager}",
+            *_control_loop(layout, "kube-controller-manager", layout.ports.controller_manager),
             f"--service-account-private-key-file={sa_key}",
             f"--root-ca-file={layout.pki / 'ca.crt'}",
             "--use-service-account-credentials=true",
-            "--leader-elect=false",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*,-node-ipam-controller,-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller",
             "--concurrent-gc-syncs=10",
@@ -125,18 +132,9 @@ def controller_manager(layout: Layout, sa_key: Path) -> Component:
 
 
 def scheduler(layout: Layout) -> Component:
-    kubeconfig = layout.kubeconfig_for("kube-scheduler")
     return Component(
         "kube-scheduler",
-        [
-            str(layout.binary("kube-scheduler")),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={layout.ports.scheduler}",
-            "--leader-elect=false",
-        ],
+        _control_loop(layout, "kube-scheduler", layout.ports.scheduler),
         http_ok(f"https://127.0.0.1:{layout.ports.scheduler}/healthz"),
     )
 
