@@ -85,6 +85,7 @@ def _build(target: Path, what: str, args: list[str], *, cwd: Path, gobin: bool =
             + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         )
     (staging / MARKER).write_text(f"{what}\n")
+    staging.chmod(0o755)
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
