@@ -72,14 +72,16 @@ class ReadyWatch(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        stream = watch.Watch()
-        for event in stream.stream(
-            self.api.list_cluster_custom_object, GROUP, VERSION, PLURAL, label_selector=LABEL, timeout_seconds=int(self.timeout)
-        ):
-            if is_ready(event["object"]):
-                self.ready.add(event["object"]["metadata"]["name"])
-            if len(self.ready) >= self.expected:
-                stream.stop()
+        deadline = time.monotonic() + self.timeout
+        while len(self.ready) < self.expected and time.monotonic() < deadline:  # a watch may end early: resume
+            stream = watch.Watch()
+            for event in stream.stream(
+                self.api.list_cluster_custom_object, GROUP, VERSION, PLURAL, label_selector=LABEL, timeout_seconds=60
+            ):
+                if is_ready(event["object"]):
+                    self.ready.add(event["object"]["metadata"]["name"])
+                if len(self.ready) >= self.expected:
+                    stream.stop()
         self.done.set()
 
 
@@ -130,11 +132,15 @@ def main() -> None:
 
 
 def remove_bench_tenants(api: client.CustomObjectsApi, timeout: float) -> None:
-    """Delete this benchmark's tenants (and so their namespaces) and wait until they are gone."""
+    """Delete this benchmark's tenants and wait until they and every tenant namespace are gone."""
     api.delete_collection_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector=LABEL)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and api.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector=LABEL)["items"]:
-        time.sleep(1)
+    core = client.CoreV1Api()
+    while time.monotonic() < deadline and (
+        api.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector=LABEL)["items"]
+        or core.list_namespace(label_selector="gigafab.nl/tenant").items  # the namespaces go after their tenant
+    ):
+        time.sleep(2)
 
 
 if __name__ == "__main__":

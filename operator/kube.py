@@ -46,7 +46,7 @@ class Kube:
         self.api = api
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, pool: int = 32) -> Kube:
+    def connect(cls, kubeconfig: str | None = None, pool: int = 64) -> Kube:
         configuration = client.Configuration()
         try:
             config.load_kube_config(  # type: ignore[no-untyped-call]

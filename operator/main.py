@@ -23,7 +23,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Operator settings, in one place."""
     settings.posting.level = logging.WARNING  # kopf's per-handler events off; ours are explicit
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = 48
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # kopf runs a worker per object with events; bound them and let idle ones go soon,
