@@ -20,6 +20,11 @@ def _parser() -> argparse.ArgumentParser:
     generate = crds_commands.add_parser("generate", help="write crds/ and charts/gigafab/crds/")
     generate.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
 
+    proto = commands.add_parser("proto", help="the gRPC stubs generated from proto/")
+    proto_commands = proto.add_subparsers(dest="action", required=True)
+    proto_generate = proto_commands.add_parser("generate", help="write src/gigafab/health/v1 stubs")
+    proto_generate.add_argument("--check", action="store_true", help="only report stale stubs; exit 1 if any")
+
     local = commands.add_parser("local", help="a real local control plane with three GPU sites")
     local_commands = local.add_subparsers(dest="action", required=True)
     up = local_commands.add_parser("up", help="build (first time), start and populate the local plane")
@@ -86,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gigafab.api import crdgen
 
             return crdgen.main(check=args.check)
+        if args.command == "proto":
+            from gigafab import protogen
+
+            return protogen.main(check=args.check)
         if args.command == "local":
             return _local(args)
         from gigafab.operator.main import run

@@ -1,0 +1,1 @@
+"""The health plane protocol (generated stubs live beside this file)."""
