@@ -12,6 +12,7 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.36.3"
 KWOK_VERSION = "v0.8.0"
+BUF_VERSION = "v1.57.0"
 SITES = ("niemeyer", "de-halm", "eemshaven")
 
 
@@ -85,8 +86,13 @@ class Layout:
     def kwok_bin(self) -> Path:
         return self.cache / "bin" / f"kwok-{KWOK_VERSION}"
 
+    @property
+    def buf_bin(self) -> Path:
+        return self.cache / "bin" / f"buf-{BUF_VERSION}"
+
     def binary(self, name: str) -> Path:
-        return (self.kwok_bin if name == "kwok" else self.kube_bin) / name
+        folders = {"kwok": self.kwok_bin, "buf": self.buf_bin}
+        return folders.get(name, self.kube_bin) / name
 
     @property
     def pki(self) -> Path:

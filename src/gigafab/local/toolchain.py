@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gigafab.local.layout import KUBERNETES_VERSION, KWOK_VERSION, Layout, repo_root
+from gigafab.local.layout import BUF_VERSION, KUBERNETES_VERSION, KWOK_VERSION, Layout, repo_root
 from gigafab.local.processes import PlaneError
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -51,14 +51,19 @@ def ensure_binaries(layout: Layout, *, out: object = None) -> None:
             + [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_COMMANDS],
             cwd=repo_root() / "hack" / "kube",
         )
-    if not is_built(layout.kwok_bin, ("kwok",)):
-        _build(
-            layout.kwok_bin,
-            f"kwok {KWOK_VERSION}",
-            ["install", "-v", "-trimpath", "-ldflags=-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
-            cwd=Path(tempfile.gettempdir()),
-            gobin=True,
-        )
+    for folder, what, package in (
+        (layout.kwok_bin, f"kwok {KWOK_VERSION}", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
+        # buf lints the health protocol and checks it for breaking changes
+        (layout.buf_bin, f"buf {BUF_VERSION}", f"github.com/bufbuild/buf/cmd/buf@{BUF_VERSION}"),
+    ):
+        if not is_built(folder, (package.split("/")[-1].split("@")[0],)):
+            _build(
+                folder,
+                what,
+                ["install", "-v", "-trimpath", "-ldflags=-s -w", package],
+                cwd=Path(tempfile.gettempdir()),
+                gobin=True,
+            )
 
 
 def _build(target: Path, what: str, args: list[str], *, cwd: Path, gobin: bool = False) -> None:
