@@ -1,0 +1,124 @@
+"""The health gateway of one site: a grpc.aio server that takes agents' reports over mTLS.
+
+Each agent holds one ``Report`` stream. The gateway checks that the client
+certificate's common name is the node the report speaks for and that the node
+belongs to this site, keeps the latest state in its ledger, hands the transitions to
+a sink (etcd, in the running system), and acknowledges every report. Whatever it
+refuses is counted by reason, and the stream is ended with the matching gRPC status;
+the server itself keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from gigafab.agents.ledger import GpuReport, Ledger, Refused, Transition
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health_pb2 as checks_pb2
+
+from gigafab.health.v1 import health_pb2
+from gigafab.health.v1 import health_pb2_grpc as service
+
+MAX_MESSAGE_BYTES = 64 * 1024
+"""A report of a node with 8 GPUs is under 2 KiB; anything near this is not a report."""
+
+Sink = Callable[[Sequence[Transition]], Awaitable[None]]
+HEALTH_NAMES = {
+    health_pb2.HEALTH_HEALTHY: "Healthy",
+    health_pb2.HEALTH_DEGRADED: "Degraded",
+    health_pb2.HEALTH_FAILED: "Failed",
+}
+STATUS_OF = {
+    "identity_mismatch": grpc.StatusCode.PERMISSION_DENIED,
+    "wrong_site": grpc.StatusCode.PERMISSION_DENIED,
+    "replayed_sequence": grpc.StatusCode.INVALID_ARGUMENT,
+    "malformed": grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+@dataclass(frozen=True)
+class GatewayTls:
+    """Files of the gateway's serving certificate and the CA that signs agents'."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=self.ca.read_bytes(),
+            require_client_auth=True,
+        )
+
+
+def gpu_reports(request: health_pb2.ReportRequest) -> list[GpuReport]:
+    reports = []
+    for gpu in request.gpus:
+        if gpu.health not in HEALTH_NAMES:
+            raise Refused("malformed", f"GPU {gpu.index} has no health")
+        reports.append(GpuReport(gpu.index, HEALTH_NAMES[gpu.health], gpu.health_reason))
+    return reports
+
+
+class HealthGateway(service.HealthServiceServicer):
+    """The ``HealthService`` of one site."""
+
+    def __init__(self, ledger: Ledger, sink: Sink, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ledger = ledger
+        self.sink = sink
+        self.clock = clock
+        self.refused: collections.Counter[str] = collections.Counter()
+        self.reports = 0
+
+    async def Report(
+        self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[health_pb2.ReportResponse]:
+        identities = context.auth_context().get("x509_common_name", [])
+        speaker = identities[0].decode() if identities else ""
+        async for request in _decoded(request_iterator, self, context):
+            try:
+                if request.node.node != speaker:
+                    raise Refused("identity_mismatch", f"certificate of {speaker!r} cannot report for {request.node.node!r}")
+                transitions = self.ledger.observe(
+                    request.node.node, request.node.site, request.sequence, gpu_reports(request), self.clock()
+                )
+            except Refused as refusal:
+                self.refused[refusal.reason] += 1
+                await context.abort(STATUS_OF[refusal.reason], str(refusal))
+            self.reports += 1
+            if transitions:
+                await self.sink(transitions)
+            yield health_pb2.ReportResponse(ack=health_pb2.Acknowledgement(sequence=request.sequence))
+
+
+async def _decoded(
+    requests: AsyncIterator[health_pb2.ReportRequest], gateway: HealthGateway, context: grpc.aio.ServicerContext
+) -> AsyncIterator[health_pb2.ReportRequest]:
+    """The stream's requests; a frame that is not a ReportRequest ends it as malformed."""
+    try:
+        async for request in requests:
+            yield request
+    except DecodeError as garbage:
+        gateway.refused["malformed"] += 1
+        await context.abort(STATUS_OF["malformed"], f"not a ReportRequest: {garbage}")
+
+
+async def serve(gateway: HealthGateway, address: str, tls: GatewayTls) -> tuple[grpc.aio.Server, int]:
+    """Start the gateway (and the standard gRPC health service) on ``address``; returns the bound port."""
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    )
+    service.add_HealthServiceServicer_to_server(gateway, server)  # type: ignore[no-untyped-call]
+    checks = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    port = server.add_secure_port(address, tls.credentials())
+    await server.start()
+    await checks.set("gigafab.health.v1.HealthService", checks_pb2.HealthCheckResponse.SERVING)
+    return server, port

@@ -1,0 +1,194 @@
+"""The gateway over real gRPC on loopback with mTLS: it takes good reports and refuses,
+with the right status and a count, everything else, while serving good agents on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+from gigafab.agents.gateway import GatewayTls, HealthGateway, serve
+from gigafab.agents.ledger import Ledger, Transition
+from grpc_health.v1 import health_pb2 as checks_pb2
+from grpc_health.v1 import health_pb2_grpc as checks_grpc
+
+from gigafab.health.v1 import health_pb2, health_pb2_grpc
+from gigafab.local.pki import Authority, ClientIdentity, Pair
+
+SITE = "de-halm"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    authority = Authority(tmp_path_factory.mktemp("pki"))
+    authority.ensure()
+    return authority
+
+
+def agent_cert(pki: Authority, node: str) -> Pair:
+    return pki.issue_client(ClientIdentity(f"agent-{node}", node))
+
+
+def report(node: str, sequence: int, gpu_health: int = health_pb2.HEALTH_HEALTHY, site: str = SITE) -> health_pb2.ReportRequest:
+    return health_pb2.ReportRequest(
+        node=health_pb2.NodeIdentity(node=node, site=site, agent_version="test"),
+        sequence=sequence,
+        gpus=[health_pb2.GpuState(index=0, uuid="GPU-0", health=gpu_health, health_reason="XID 79")],
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.transitions: list[Transition] = []
+
+    async def __call__(self, transitions: Sequence[Transition]) -> None:
+        self.transitions.extend(transitions)
+
+
+def channel(port: int, pki: Authority, client: Pair | None) -> grpc.aio.Channel:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.pair.cert.read_bytes(),
+        private_key=client.key.read_bytes() if client else None,
+        certificate_chain=client.cert.read_bytes() if client else None,
+    )
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options=[("grpc.ssl_target_name_override", "localhost")])
+
+
+async def exchange(port: int, pki: Authority, client: Pair | None, *requests: object) -> list[health_pb2.ReportResponse]:
+    async with channel(port, pki, client) as chan:
+        stub = health_pb2_grpc.HealthServiceStub(chan)
+        return [answer async for answer in stub.Report(iter(requests), timeout=10)]
+
+
+async def scenario(pki: Authority, body: object) -> tuple[HealthGateway, Recorder]:
+    recorder = Recorder()
+    gateway = HealthGateway(Ledger(SITE), recorder)
+    server_pair = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(server_pair.cert, server_pair.key, pki.pair.cert))
+    try:
+        await body(port)  # type: ignore[operator]
+    finally:
+        await server.stop(None)
+    return gateway, recorder
+
+
+def test_good_reports_are_acknowledged_and_only_transitions_recorded(pki: Authority) -> None:
+    node = agent_cert(pki, "de-halm-gpu-000")
+
+    async def body(port: int) -> None:
+        answers = await exchange(
+            port,
+            pki,
+            node,
+            report("de-halm-gpu-000", 1),
+            report("de-halm-gpu-000", 2),
+            report("de-halm-gpu-000", 3, health_pb2.HEALTH_FAILED),
+        )
+        assert [a.ack.sequence for a in answers] == [1, 2, 3]
+
+    gateway, recorder = asyncio.run(scenario(pki, body))
+    assert [(t.gpu, t.after) for t in recorder.transitions] == [
+        (0, "Healthy"),
+        (None, "Healthy"),
+        (0, "Failed"),
+        (None, "Failed"),
+    ]
+    assert gateway.reports == 3
+
+
+@pytest.mark.parametrize(
+    ("speaker", "requests", "code", "reason"),
+    [
+        ("de-halm-gpu-001", [report("de-halm-gpu-002", 1)], grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch"),
+        ("niemeyer-gpu-000", [report("niemeyer-gpu-000", 1, site="niemeyer")], grpc.StatusCode.PERMISSION_DENIED, "wrong_site"),
+        (
+            "de-halm-gpu-003",
+            [report("de-halm-gpu-003", 5), report("de-halm-gpu-003", 5)],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "replayed_sequence",
+        ),
+        (
+            "de-halm-gpu-004",
+            [report("de-halm-gpu-004", 1, gpu_health=health_pb2.HEALTH_UNSPECIFIED)],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "malformed",
+        ),
+    ],
+)
+def test_refused_reports_get_their_status_and_the_gateway_serves_on(
+    pki: Authority, speaker: str, requests: list[health_pb2.ReportRequest], code: grpc.StatusCode, reason: str
+) -> None:
+    good = agent_cert(pki, "de-halm-gpu-009")
+
+    async def body(port: int) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await exchange(port, pki, agent_cert(pki, speaker), *requests)
+        assert refused.value.code() == code
+        answers = await exchange(port, pki, good, report("de-halm-gpu-009", 1))
+        assert answers[0].ack.sequence == 1
+
+    gateway, _ = asyncio.run(scenario(pki, body))
+    assert gateway.refused[reason] == 1
+
+
+def test_no_client_certificate_is_refused(pki: Authority) -> None:
+    async def body(port: int) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await exchange(port, pki, None, report("de-halm-gpu-000", 1))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        answers = await exchange(port, pki, agent_cert(pki, "de-halm-gpu-000"), report("de-halm-gpu-000", 1))
+        assert len(answers) == 1
+
+    _, recorder = asyncio.run(scenario(pki, body))
+    assert {t.node for t in recorder.transitions} == {"de-halm-gpu-000"}
+
+
+def test_oversized_and_garbage_frames_are_refused(pki: Authority) -> None:
+    node = agent_cert(pki, "de-halm-gpu-005")
+
+    async def body(port: int) -> None:
+        async with channel(port, pki, node) as chan:
+            raw = chan.stream_stream(
+                "/gigafab.health.v1.HealthService/Report", request_serializer=lambda b: b, response_deserializer=lambda b: b
+            )
+            for frame, code in (
+                (b"\xff" * 200_000, grpc.StatusCode.RESOURCE_EXHAUSTED),
+                (b"\x0a\xff\xff\xff\xff\x0f", grpc.StatusCode.INVALID_ARGUMENT),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    [answer async for answer in raw(iter([frame]), timeout=10)]
+                assert refused.value.code() == code
+        answers = await exchange(port, pki, node, report("de-halm-gpu-005", 1))
+        assert len(answers) == 1
+
+    gateway, _ = asyncio.run(scenario(pki, body))
+    assert gateway.refused["malformed"] == 1
+
+
+def test_standard_health_service_says_serving(pki: Authority) -> None:
+    node = agent_cert(pki, "de-halm-gpu-006")
+
+    async def body(port: int) -> None:
+        async with channel(port, pki, node) as chan:
+            answer = await checks_grpc.HealthStub(chan).Check(
+                checks_pb2.HealthCheckRequest(service="gigafab.health.v1.HealthService"), timeout=10
+            )
+            assert answer.status == checks_pb2.HealthCheckResponse.SERVING
+
+    asyncio.run(scenario(pki, body))
+
+
+def test_a_certificate_from_another_ca_is_refused(pki: Authority, tmp_path: Path) -> None:
+    stranger = Authority(tmp_path)
+    stranger.ensure()
+    forged = stranger.issue_client(ClientIdentity("agent-x", "de-halm-gpu-000"))
+
+    async def body(port: int) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await exchange(port, pki, forged, report("de-halm-gpu-000", 1))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    _, recorder = asyncio.run(scenario(pki, body))
+    assert recorder.transitions == []
