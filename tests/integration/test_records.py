@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import aetcd
 import pytest
 from gigafab.agents.ledger import FAILED, HEALTHY, GpuReport, Ledger
 from gigafab.agents.records import EtcdRecords, LeaseLost, gateway_key, node_key
 
-from gigafab.local import components
-from gigafab.local.layout import Layout, Ports
-from gigafab.local.processes import Supervisor
-
 SITE = "niemeyer"
 OK = [GpuReport(0, HEALTHY), GpuReport(1, HEALTHY)]
-
-
-@pytest.fixture(scope="module")
-def etcd_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    layout = Layout(state=tmp_path_factory.mktemp("etcd"), ports=Ports.shifted(4000))
-    supervisor = Supervisor(layout.pids, layout.logs)
-    supervisor.start(components.etcd(layout))
-    yield layout.ports.etcd_client
-    supervisor.stop("etcd")
 
 
 def run(port: int, scenario: object) -> object:
@@ -40,7 +25,7 @@ def run(port: int, scenario: object) -> object:
     return asyncio.run(main())
 
 
-def test_only_transitions_are_written_under_a_held_gateway_key(etcd_port: int, tmp_path: Path) -> None:
+def test_only_transitions_are_written_under_a_held_gateway_key(etcd_port: int) -> None:
     async def scenario(client: aetcd.Client) -> None:
         await client.delete_prefix(b"/gigafab/")
         ledger = Ledger(SITE)

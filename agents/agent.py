@@ -1,0 +1,118 @@
+"""The node agent: reads GPU health, classifies it, and streams it to its site's gateway.
+
+It reports every ``interval`` seconds and at once when a verdict changes. While the
+gateway is unreachable it keeps only the latest state (never a queue) and reconnects
+with exponential backoff and jitter, trying each gateway address in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from gigafab.agents.classify import Health, Verdict, classify
+from gigafab.agents.simulated import SimulatedBackend
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gigafab.health.v1 import health_pb2, health_pb2_grpc
+
+log = logging.getLogger("gigafab.agent")
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class AgentTls:
+    cert: Path
+    key: Path
+    ca: Path
+    server_name: str = "localhost"
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes())
+
+
+class Agent:
+    """One node's agent."""
+
+    def __init__(
+        self, node: str, site: str, backend: SimulatedBackend, gateways: Sequence[str], tls: AgentTls, interval: float = 1.0
+    ) -> None:
+        self.node, self.site, self.backend = node, site, backend
+        self.gateways, self.tls, self.interval = list(gateways), tls, interval
+        self.verdicts = [Verdict() for _ in backend.gpus]
+        # sequences keep rising across restarts of the agent, so none looks replayed
+        self.sequence = time.time_ns() // 1000
+        self.acknowledged = 0
+        self.changed = asyncio.Event()
+        self.connected = False
+
+    def sample(self) -> bool:
+        """Read and classify every GPU; True when a verdict changed."""
+        changed = False
+        for index, reading in enumerate(self.backend.read()):
+            verdict = classify(self.verdicts[index], reading)
+            changed |= (verdict.health, verdict.reason) != (self.verdicts[index].health, self.verdicts[index].reason)
+            self.verdicts[index] = verdict
+        return changed
+
+    def report(self) -> health_pb2.ReportRequest:
+        self.sequence += 1
+        sent = Timestamp()
+        sent.FromNanoseconds(time.time_ns())
+        gpus = [
+            health_pb2.GpuState(
+                index=gpu.index,
+                uuid=gpu.uuid,
+                model=gpu.model,
+                health=f"HEALTH_{verdict.health.name}",
+                health_reason=verdict.reason if verdict.health > Health.HEALTHY else "",
+            )
+            for gpu, verdict in zip(self.backend.gpus, self.verdicts, strict=True)
+        ]
+        return health_pb2.ReportRequest(
+            node=health_pb2.NodeIdentity(node=self.node, site=self.site, agent_version=VERSION),
+            sequence=self.sequence,
+            sent_at=sent,
+            gpus=gpus,
+        )
+
+    async def _reports(self) -> AsyncIterator[health_pb2.ReportRequest]:
+        while True:
+            if not self.backend.silent:
+                self.sample()
+                yield self.report()
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), self.interval)
+
+    def poke(self) -> None:
+        """Report now (after an injected fault)."""
+        self.changed.set()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        attempt = 0
+        while True:
+            address = self.gateways[attempt % len(self.gateways)]
+            attempt += 1
+            try:
+                async with grpc.aio.secure_channel(
+                    address, self.tls.credentials(), options=[("grpc.ssl_target_name_override", self.tls.server_name)]
+                ) as channel:
+                    stub = health_pb2_grpc.HealthServiceStub(channel)  # type: ignore[no-untyped-call]
+                    async for answer in stub.Report(self._reports()):
+                        self.connected = True
+                        backoff = 0.2
+                        self.acknowledged = max(self.acknowledged, answer.ack.sequence)
+            except grpc.aio.AioRpcError as failure:
+                log.info("agent %s: gateway %s: %s", self.node, address, failure.code().name)
+            self.connected = False
+            await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311 - jitter, not security
+            backoff = min(backoff * 2, 10.0)

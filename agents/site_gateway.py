@@ -1,0 +1,77 @@
+"""``gigafab gateway --site S``: the health gateway of one site, end to end.
+
+Serves ``HealthService`` over mTLS, keeps the ledger, sweeps it for silent nodes
+twice a second, and writes every transition to etcd under the gateway's lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass
+
+import aetcd
+import grpc
+from gigafab.agents.gateway import GatewayTls, HealthGateway, serve
+from gigafab.agents.ledger import Ledger
+from gigafab.agents.records import EtcdRecords
+
+SWEEP_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    site: str
+    listen: str
+    tls: GatewayTls
+    etcd_host: str = "127.0.0.1"
+    etcd_port: int = 2379
+    silent_after: float = 3.0
+    lease_ttl: int = 5
+
+
+class SiteGateway:
+    """A running gateway: server, ledger, sweeper and etcd records."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.client = aetcd.Client(host=config.etcd_host, port=config.etcd_port)
+        self.ledger = Ledger(config.site, config.silent_after)
+        identity = f"{socket.gethostname()}/{config.site}/{time.time_ns()}"
+        self.records = EtcdRecords(self.client, self.ledger, identity, ttl=config.lease_ttl)
+        self.service = HealthGateway(self.ledger, self.records)
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        await self.records.start()
+        self.server, self.port = await serve(self.service, self.config.listen, self.config.tls)
+        self._sweeper = asyncio.create_task(self._sweep())
+        return self.port
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            silent = self.ledger.sweep(time.monotonic())
+            if silent:
+                await self.records(silent)
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.server is not None:
+            await self.server.stop(1)
+        await self.records.stop()
+        await self.client.close()
+
+
+async def run(config: GatewayConfig) -> None:
+    gateway = SiteGateway(config)
+    await gateway.start()
+    try:
+        assert gateway.server is not None
+        await gateway.server.wait_for_termination()
+    finally:
+        await gateway.stop()
