@@ -109,6 +109,9 @@ class Kube:
         path = collection_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
         return self._call("POST", path, body=dict(manifest), query=[("fieldManager", FIELD_MANAGER)])
 
+    def strategic_patch(self, path: str, patch: Mapping[str, Any]) -> Any:
+        return self._call("PATCH", path, body=dict(patch), content_type="application/strategic-merge-patch+json")
+
     def merge_patch(self, path: str, patch: Mapping[str, Any]) -> Any:
         return self._call("PATCH", path, body=dict(patch), content_type="application/merge-patch+json")
 

@@ -20,6 +20,14 @@ class NodeSummary:
     gpu_watts: int | None = None
 
 
+LOST_TAINTS = frozenset({"gigafab.nl/gpu-failed", "gigafab.nl/node-silent"})
+
+
+def _lost(spec: Mapping[str, Any]) -> bool:
+    """A node the health plane reports Failed or Silent (its NoExecute taints)."""
+    return any(taint.get("key") in LOST_TAINTS for taint in spec.get("taints") or [])
+
+
 def node_summary(name: str, labels: Mapping[str, str], status: Mapping[str, Any], spec: Mapping[str, Any]) -> NodeSummary:
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     allocatable = status.get("allocatable") or {}
@@ -28,7 +36,7 @@ def node_summary(name: str, labels: Mapping[str, str], status: Mapping[str, Any]
         name=name,
         zone=labels.get("topology.kubernetes.io/zone", ""),
         gpus=int(allocatable.get("nvidia.com/gpu", 0) or 0),
-        ready=ready and not spec.get("unschedulable", False),
+        ready=ready and not spec.get("unschedulable", False) and not _lost(spec),
         gpu_watts=int(watts) if watts and watts.isdigit() else None,
     )
 

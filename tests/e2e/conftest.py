@@ -78,6 +78,7 @@ def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 
 @pytest.fixture(scope="session")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     os.environ["GIGAFAB_RETRY_SECONDS"] = "2"
+    os.environ["GIGAFAB_TRUST_AFTER"] = "2"
     layout = Layout(state=tmp_path_factory.mktemp("plane"), ports=Ports.shifted(1000))
     local = Plane(layout)
     local.up(Options(nodes_per_site=2, gpus_per_node=8, samples=True, tenants=False))

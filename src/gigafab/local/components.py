@@ -171,5 +171,6 @@ def operator(layout: Layout) -> Component:
             f"--liveness=http://127.0.0.1:{layout.ports.operator_health}/healthz",
         ],
         http_ok(f"http://127.0.0.1:{layout.ports.operator_health}/healthz"),
+        env={"GIGAFAB_HEALTH_ETCD": f"127.0.0.1:{layout.ports.etcd_client}"},
         ready_timeout=60,
     )

@@ -1,0 +1,129 @@
+"""The operator's side of the health plane: etcd transitions → Node taints and conditions.
+
+On startup it reads every node's health under ``/gigafab/health/v1/sites/`` and then
+watches from the revision after that read, so after a restart it resumes exactly
+where etcd is. Each change goes through ``node_health.decide`` (worse at once, better
+after a quiet period) and, when the decision changes, onto the Node: our taints
+replaced (others kept) and the ``GigafabGpuHealthy`` condition set. A second loop
+re-decides nodes that are waiting out their quiet period.
+
+Enabled when the operator is given ``--etcd host:port`` (``$GIGAFAB_HEALTH_ETCD``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import aetcd
+import kopf
+from gigafab.agents.records import PREFIX
+from gigafab.operator import audit
+from gigafab.operator.conditions import now_rfc3339
+from gigafab.operator.kube import Kube
+from gigafab.operator.node_health import TRUST_AFTER, Applied, condition_for, decide, taints_for
+from gigafab.operator.state import Client
+
+log = logging.getLogger("gigafab.health")
+ENV = "GIGAFAB_HEALTH_ETCD"
+
+
+class NodeHealthSync:
+    """Keeps Nodes in step with the health recorded in etcd."""
+
+    def __init__(self, kube: Kube, trust_after: float = TRUST_AFTER) -> None:
+        self.kube = kube
+        self.trust_after = trust_after
+        self.applied: dict[str, Applied] = {}
+        self.reported: dict[str, tuple[str, str]] = {}
+        self.written: set[str] = set()
+
+    def observe(self, document: dict[str, Any], now: float) -> None:
+        node = document["node"]
+        self.reported[node] = (document["health"], document.get("reason", ""))
+        self._decide(node, now)
+
+    def recheck(self, now: float) -> None:
+        for node, applied in list(self.applied.items()):
+            if applied.better_health is not None:
+                self._decide(node, now)
+
+    def _decide(self, node: str, now: float) -> None:
+        health, reason = self.reported[node]
+        before = self.applied.get(node, Applied())
+        after = decide(before, health, reason, now, self.trust_after)
+        self.applied[node] = after
+        if (after.health, after.reason, after.better_health) != (
+            before.health,
+            before.reason,
+            before.better_health,
+        ) or node not in self.written:
+            self._write(node, after, before)
+
+    def _write(self, node: str, after: Applied, before: Applied) -> None:
+        path = f"/api/v1/nodes/{node}"
+        current = self.kube.get(path)
+        if current is None:
+            log.warning("health of unknown node %s ignored", node)
+            return
+        taints = taints_for(after.health, current["spec"].get("taints") or [])
+        self.kube.merge_patch(path, {"spec": {"taints": taints or None}})
+        condition = {**condition_for(after), "lastHeartbeatTime": now_rfc3339(), "lastTransitionTime": now_rfc3339()}
+        self.kube.strategic_patch(f"{path}/status", {"status": {"conditions": [condition]}})
+        self.written.add(node)
+        if after.health != before.health:
+            reference = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "uid": current["metadata"]["uid"]}}
+            (audit.normal if after.health == "Healthy" else audit.warning)(
+                reference, f"Gpu{after.health}", f"{after.reason or after.health}; taints now {[t['key'] for t in taints]}"
+            )
+
+
+def _documents(items: Any) -> list[dict[str, Any]]:
+    return [json.loads(item.value) for item in items if b"/nodes/" in item.key]
+
+
+async def run(endpoint: str, sync: NodeHealthSync) -> None:
+    host, port = endpoint.rsplit(":", 1)
+    client = aetcd.Client(host=host, port=int(port))
+    prefix = f"{PREFIX}/".encode()
+    try:
+        listed = await client.get_prefix(prefix)
+        for document in _documents(listed):
+            await asyncio.to_thread(sync.observe, document, time.monotonic())
+        revision = listed.header.revision
+        watch = await client.watch_prefix(prefix, start_revision=revision + 1)
+        log.info("watching %s from etcd revision %d", prefix.decode(), revision + 1)
+        async for event in watch:
+            if event.kind == aetcd.EventKind.PUT and b"/nodes/" in event.kv.key:
+                await asyncio.to_thread(sync.observe, json.loads(event.kv.value), time.monotonic())
+    finally:
+        await client.close()
+
+
+async def _recheck(sync: NodeHealthSync) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(sync.recheck, time.monotonic())
+
+
+@kopf.on.startup()
+async def start(memo: kopf.Memo, **_: Any) -> None:
+    endpoint = os.environ.get(ENV)
+    if not endpoint:
+        log.info("no %s: the health plane is not watched", ENV)
+        return
+    sync = NodeHealthSync(Client.get(), float(os.environ.get("GIGAFAB_TRUST_AFTER", TRUST_AFTER)))
+    memo["health_tasks"] = [asyncio.create_task(run(endpoint, sync)), asyncio.create_task(_recheck(sync))]
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("health_tasks", []):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
