@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +38,22 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     local_commands.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
     local_commands.add_parser("build", help="build the control-plane binaries into the cache (first time only)")
+
+    from gigafab.agents.cli import add_commands
+    from gigafab.agents.simulated import Fault
+
+    add_commands(commands)
+    fault = commands.add_parser("fault", help="inject faults into simulated agents of the local plane")
+    fault_commands = fault.add_subparsers(dest="action", required=True)
+    inject = fault_commands.add_parser("inject", help="inject one fault into a node's simulated GPUs")
+    inject.add_argument("--node", required=True)
+    inject.add_argument("--gpu", type=int, default=0, help="GPU index (default 0)")
+    kinds = inject.add_mutually_exclusive_group(required=True)
+    kinds.add_argument("--xid", type=int, help="an XID event, e.g. 79 (fallen off the bus) or 63")
+    for kind in Fault:
+        if kind is not Fault.XID:
+            kinds.add_argument(f"--{kind.value}", dest="fault", action="store_const", const=kind.value)
+    inject.add_argument("--control", help="agent control URL (default: found from the local plane by node name)")
 
     operator = commands.add_parser("operator", help="run the operator (kopf) against a cluster")
     operator.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
@@ -82,25 +98,70 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fault(args: argparse.Namespace) -> int:
+    from gigafab.agents.control import inject
+    from gigafab.local.health import control_port
+    from gigafab.local.layout import SITES, Layout
+
+    url = args.control
+    if url is None:
+        site = next((site for site in SITES if args.node.startswith(f"{site}-")), None)
+        if site is None:
+            print(f"gigafab: cannot tell the site of {args.node}; pass --control", file=sys.stderr)
+            return 2
+        url = f"http://127.0.0.1:{control_port(Layout.default(), site)}"
+    order = {"node": args.node, "gpu": args.gpu, "fault": "xid" if args.xid is not None else args.fault, "xid": args.xid or 0}
+    try:
+        status, message = inject(url, order)
+    except (OSError, ValueError) as unreachable:
+        print(f"gigafab: no agent answers at {url} ({unreachable}); is `gigafab local up` running?", file=sys.stderr)
+        return 1
+    print(message, file=sys.stdout if status == 200 else sys.stderr)
+    return 0 if status == 200 else 1
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from gigafab.api import crdgen
+
+    return crdgen.main(check=args.check)
+
+
+def _proto(args: argparse.Namespace) -> int:
+    from gigafab import protogen
+
+    return protogen.main(check=args.check)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from gigafab.agents.cli import run
+
+    return run(args)
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from gigafab.operator.main import run
+
+    run(args.kubeconfig, args.liveness, verbose=args.verbose)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "crds": _crds,
+    "proto": _proto,
+    "local": _local,
+    "gateway": _health,
+    "agent": _health,
+    "fault": _fault,
+    "operator": _operator,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from gigafab.local.processes import PlaneError
 
     try:
-        if args.command == "crds":
-            from gigafab.api import crdgen
-
-            return crdgen.main(check=args.check)
-        if args.command == "proto":
-            from gigafab import protogen
-
-            return protogen.main(check=args.check)
-        if args.command == "local":
-            return _local(args)
-        from gigafab.operator.main import run
-
-        run(args.kubeconfig, args.liveness, verbose=args.verbose)
-        return 0
+        return COMMANDS[args.command](args)
     except PlaneError as failure:
         print(f"gigafab: {failure}", file=sys.stderr)
         return 1

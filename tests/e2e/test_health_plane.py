@@ -1,76 +1,30 @@
-"""The health plane into Kubernetes: a simulated agent's fault, through a real gateway
-and the plane's etcd, becomes a taint and a condition on its Node and shrinks its Site."""
+"""The health plane of the local plane, end to end: `gigafab fault inject` into a
+simulated agent → gRPC/mTLS → the site's gateway → etcd → the operator → a taint and
+a condition on the Node, and one node fewer ready on the Site."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Iterator
-from pathlib import Path
+import subprocess
+import sys
 from typing import Any
 
 import pytest
-from gigafab.agents.agent import Agent, AgentTls
-from gigafab.agents.gateway import GatewayTls
-from gigafab.agents.simulated import Fault, SimulatedBackend
-from gigafab.agents.site_gateway import GatewayConfig, SiteGateway
 
-from gigafab.local.pki import Authority, ClientIdentity
-from gigafab.local.plane import Plane
+from gigafab.local.health import control_port
 from tests.e2e.conftest import Kubectl, eventually
 
 SITE, NODE = "de-halm", "de-halm-gpu-001"
 
 
-class HealthSite:
-    """A gateway and one agent on a private event loop in a thread."""
-
-    def __init__(self, plane: Plane, pki_dir: Path) -> None:
-        pki = Authority(pki_dir)
-        pki.ensure()
-        served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
-        agent_pair = pki.issue_client(ClientIdentity(NODE, NODE))
-        self.loop = asyncio.new_event_loop()
-        self.gateway = SiteGateway(
-            GatewayConfig(
-                SITE,
-                "127.0.0.1:0",
-                GatewayTls(served.cert, served.key, pki.pair.cert),
-                etcd_port=plane.layout.ports.etcd_client,
-                silent_after=1.0,
-            )
-        )
-        self.backend = SimulatedBackend(NODE, count=8)
-        self.tls = AgentTls(agent_pair.cert, agent_pair.key, pki.pair.cert)
-        self.agent: Agent | None = None
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> HealthSite:
-        self.thread.start()
-        port = asyncio.run_coroutine_threadsafe(self.gateway.start(), self.loop).result(30)
-        self.agent = Agent(NODE, SITE, self.backend, [f"127.0.0.1:{port}"], self.tls, interval=0.2)
-        self.task = asyncio.run_coroutine_threadsafe(self.agent.run(), self.loop)
-        return self
-
-    def inject(self, fault: Fault, **where: Any) -> None:
-        def act() -> None:
-            self.backend.inject(fault, **where)
-            assert self.agent is not None
-            self.agent.poke()
-
-        self.loop.call_soon_threadsafe(act)
-
-    def __exit__(self, *_: object) -> None:
-        self.task.cancel()
-        asyncio.run_coroutine_threadsafe(self.gateway.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-@pytest.fixture
-def health_site(plane: Plane, tmp_path: Path) -> Iterator[HealthSite]:
-    with HealthSite(plane, tmp_path) as site:
-        yield site
+def inject(kubectl: Kubectl, *fault: str, node: str = NODE) -> subprocess.CompletedProcess[str]:
+    url = f"http://127.0.0.1:{control_port(kubectl.plane.layout, SITE)}"
+    return subprocess.run(
+        [sys.executable, "-m", "gigafab", "fault", "inject", f"--node={node}", f"--control={url}", *fault],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def our_taints(kubectl: Kubectl) -> list[tuple[str, str]]:
@@ -83,42 +37,73 @@ def gpu_condition(kubectl: Kubectl) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == "GigafabGpuHealthy"), {})
 
 
-def test_failed_gpu_taints_its_node_until_reset_and_trusted(kubectl: Kubectl, health_site: HealthSite) -> None:
-    def healthy() -> None:
-        assert gpu_condition(kubectl).get("status") == "True"
-        assert our_taints(kubectl) == []
-
-    eventually(healthy)
-    health_site.inject(Fault.XID, gpu=2, xid=79)
-
-    def failed() -> None:
-        assert our_taints(kubectl) == [("gigafab.nl/gpu-failed", "NoExecute")]
-        condition = gpu_condition(kubectl)
-        assert (condition["status"], condition["reason"]) == ("False", "Failed")
-        assert "XID 79" in condition["message"]
-        assert kubectl.get("site", SITE)["status"]["nodesReady"] == 1
-
-    eventually(failed, timeout=30)
-    health_site.inject(Fault.RESET, gpu=2)
-    eventually(healthy, timeout=30)
-    eventually(lambda: _assert_ready_nodes(kubectl, 2), timeout=30)
+def taints_are(kubectl: Kubectl, expected: list[tuple[str, str]]) -> None:
+    assert our_taints(kubectl) == expected
 
 
-def test_silent_agent_taints_its_node(kubectl: Kubectl, health_site: HealthSite) -> None:
-    eventually(lambda: _assert_condition(kubectl, "True"))
-    health_site.inject(Fault.SILENT)
-    eventually(lambda: _assert_taints(kubectl, [("gigafab.nl/node-silent", "NoExecute")]), timeout=30)
-    health_site.inject(Fault.RESET, gpu=0)
-    eventually(lambda: _assert_taints(kubectl, []), timeout=30)
-
-
-def _assert_ready_nodes(kubectl: Kubectl, count: int) -> None:
+def ready_nodes(kubectl: Kubectl, count: int) -> None:
     assert kubectl.get("site", SITE)["status"]["nodesReady"] == count
 
 
-def _assert_condition(kubectl: Kubectl, status: str) -> None:
-    assert gpu_condition(kubectl).get("status") == status
+def test_health_plane_runs_a_gateway_and_agents_per_site(kubectl: Kubectl) -> None:
+    running = kubectl.plane.supervisor.running()
+    for site in ("niemeyer", "de-halm", "eemshaven"):
+        assert f"gateway-{site}" in running
+        assert f"agents-{site}" in running
 
 
-def _assert_taints(kubectl: Kubectl, taints: list[tuple[str, str]]) -> None:
-    assert our_taints(kubectl) == taints
+def test_failed_gpu_taints_its_node_until_reset_and_trusted(kubectl: Kubectl) -> None:
+    eventually(lambda: taints_are(kubectl, []))
+    answer = inject(kubectl, "--xid=79", "--gpu=3")
+    assert answer.returncode == 0, answer.stderr
+
+    def failed() -> None:
+        taints_are(kubectl, [("gigafab.nl/gpu-failed", "NoExecute")])
+        condition = gpu_condition(kubectl)
+        assert (condition["status"], condition["reason"]) == ("False", "Failed")
+        assert "XID 79" in condition["message"]
+        ready_nodes(kubectl, 1)
+
+    eventually(failed, timeout=30)
+    assert inject(kubectl, "--reset", "--gpu=3").returncode == 0
+    eventually(lambda: taints_are(kubectl, []), timeout=30)
+    eventually(lambda: ready_nodes(kubectl, 2), timeout=30)
+    assert gpu_condition(kubectl)["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("fault", "taint"),
+    [
+        ("--xid=63", ("gigafab.nl/gpu-degraded", "NoSchedule")),
+        ("--silent", ("gigafab.nl/node-silent", "NoExecute")),
+    ],
+)
+def test_degraded_and_silent_nodes_are_tainted(kubectl: Kubectl, fault: str, taint: tuple[str, str]) -> None:
+    eventually(lambda: taints_are(kubectl, []), timeout=30)
+    assert inject(kubectl, fault).returncode == 0
+    eventually(lambda: taints_are(kubectl, [taint]), timeout=30)
+    assert inject(kubectl, "--reset").returncode == 0
+    eventually(lambda: taints_are(kubectl, []), timeout=30)
+
+
+def test_application_xid_changes_nothing(kubectl: Kubectl) -> None:
+    eventually(lambda: taints_are(kubectl, []), timeout=30)
+    assert inject(kubectl, "--xid=13").returncode == 0
+    assert inject(kubectl, "--xid=79", node="de-halm-gpu-000").returncode == 0  # a marker that did travel
+    eventually(lambda: _tainted("de-halm-gpu-000", kubectl), timeout=30)
+    taints_are(kubectl, [])
+    assert inject(kubectl, "--reset", node="de-halm-gpu-000").returncode == 0
+
+
+def _tainted(node: str, kubectl: Kubectl) -> None:
+    taints = kubectl.get("node", node)["spec"].get("taints") or []
+    assert any(t["key"] == "gigafab.nl/gpu-failed" for t in taints)
+
+
+def test_fault_inject_refuses_unknown_nodes_and_faults(kubectl: Kubectl) -> None:
+    answer = inject(kubectl, "--xid=79", node="de-halm-gpu-099")
+    assert answer.returncode == 1
+    assert "no agent for node" in answer.stderr
+    answer = inject(kubectl, "--xid=79", "--gpu=42")
+    assert answer.returncode == 1
+    assert "cannot inject" in answer.stderr

@@ -52,6 +52,10 @@ class Ports:
     """kwok's metrics and health port."""
     operator_health: int = 20880
     """The operator's liveness endpoint."""
+    gateways: int = 20900
+    """First health gateway's gRPC port; one port per site, in the order of ``SITES``."""
+    agent_control: int = 20910
+    """First fault-injection port of the simulated agents; one per site."""
 
     def all(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import yaml
 
-from gigafab.local import components, toolchain
+from gigafab.local import components, health, toolchain
 from gigafab.local.kubeconfig import write_kubeconfig
 from gigafab.local.layout import SITES, Layout, repo_root
 from gigafab.local.nodes import gpu_node, kwok_stage_file
 from gigafab.local.pki import APISERVER_NAMES, IDENTITIES, Authority, ensure_service_account_key
 from gigafab.local.processes import Component, PlaneError, Supervisor, port_in_use
 
-ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "gigafab-operator")
+CORE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "gigafab-operator")
+ORDER = (*CORE, *health.component_names())
 PORT_OF = {
     "etcd": ("etcd_client", "etcd_peer"),
     "kube-apiserver": ("apiserver",),
@@ -51,6 +52,8 @@ class Options:
     """Apply the sample Sites (and, with ``tenants``, sample Tenants)."""
     tenants: bool = False
     """Also apply the sample Tenants and EgressDestinations."""
+    health: bool = True
+    """Start a health gateway and simulated agents per site."""
 
 
 class Plane:
@@ -63,11 +66,11 @@ class Plane:
     # -- up ---------------------------------------------------------------
     def up(self, options: Options = Options()) -> None:
         toolchain.ensure_binaries(self.layout)
-        wanted = [name for name in ORDER if options.operator or name != "gigafab-operator"]
+        wanted = [name for name in ORDER if (options.operator or name != "gigafab-operator") and (options.health or name in CORE)]
         self._check_ports(wanted)
         started: list[str] = []
         try:
-            for component in self._components(wanted):
+            for component in self._components(wanted, options):
                 if self.supervisor.pid_of(component.name) is None:
                     _say(f"starting {component.name}")
                     started.append(component.name)
@@ -81,14 +84,19 @@ class Plane:
             raise
         self._print_usage()
 
+    def ports_of(self, name: str) -> list[int]:
+        if name in PORT_OF:
+            ports = self.layout.ports.all()
+            return [ports[field] for field in PORT_OF[name]]
+        return health.ports_of(self.layout, name)
+
     def _check_ports(self, wanted: Sequence[str]) -> None:
-        ports = self.layout.ports.all()
         taken = [
-            f"{ports[field]} ({name})"
+            f"{port} ({name})"
             for name in wanted
             if self.supervisor.pid_of(name) is None
-            for field in PORT_OF[name]
-            if port_in_use(ports[field])
+            for port in self.ports_of(name)
+            if port_in_use(port)
         ]
         if taken:
             raise PlaneError(
@@ -97,7 +105,7 @@ class Plane:
                 "Nothing was started."
             )
 
-    def _components(self, wanted: Sequence[str]) -> Iterable[Component]:
+    def _components(self, wanted: Sequence[str], options: Options) -> Iterable[Component]:
         layout = self.layout
         authority = Authority(layout.pki)
         authority.ensure()
@@ -118,6 +126,9 @@ class Plane:
             "kwok": lambda: components.kwok(layout, stages),
             "gigafab-operator": lambda: components.operator(layout),
         }
+        if options.health:
+            for name, component in health.health_components(layout, options.nodes_per_site, options.gpus_per_node).items():
+                built[name] = lambda c=component: c  # type: ignore[misc]
         return (built[name]() for name in wanted)
 
     def _bootstrap(self) -> None:
@@ -171,11 +182,10 @@ class Plane:
         return stopped
 
     def status(self) -> dict[str, dict[str, object]]:
-        ports = self.layout.ports.all()
         report: dict[str, dict[str, object]] = {}
         for name in ORDER:
             pid = self.supervisor.pid_of(name)
-            report[name] = {"running": pid is not None, "pid": pid, "ports": [ports[f] for f in PORT_OF[name]]}
+            report[name] = {"running": pid is not None, "pid": pid, "ports": self.ports_of(name)}
         return report
 
 

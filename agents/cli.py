@@ -1,0 +1,65 @@
+"""``gigafab gateway`` and ``gigafab agent``: the health plane's processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from gigafab.agents.agent import Agent, AgentTls
+from gigafab.agents.control import FaultControl
+from gigafab.agents.gateway import GatewayTls
+from gigafab.agents.simulated import SimulatedBackend
+from gigafab.agents.site_gateway import GatewayConfig
+from gigafab.agents.site_gateway import run as run_gateway
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    gateway = commands.add_parser("gateway", help="run the health gateway of one site")
+    gateway.add_argument("--site", required=True)
+    gateway.add_argument("--listen", default="127.0.0.1:20900", help="host:port to serve gRPC on")
+    gateway.add_argument("--cert", type=Path, required=True, help="serving certificate (PEM)")
+    gateway.add_argument("--key", type=Path, required=True)
+    gateway.add_argument("--ca", type=Path, required=True, help="CA that signs agents' certificates")
+    gateway.add_argument("--etcd", default="127.0.0.1:2379", help="etcd host:port for transitions")
+    gateway.add_argument("--silent-after", type=float, default=3.0, help="seconds without a report before Silent")
+
+    agent = commands.add_parser("agent", help="run simulated node agents (one per --node) in this process")
+    agent.add_argument("--site", required=True)
+    agent.add_argument("--node", action="append", required=True, help="node name; repeat for several agents")
+    agent.add_argument("--gateway", action="append", required=True, help="gateway host:port; repeat to fail over")
+    agent.add_argument("--pki", type=Path, required=True, help="folder with <node>.crt, <node>.key and ca.crt")
+    agent.add_argument("--gpus", type=int, default=8)
+    agent.add_argument("--interval", type=float, default=1.0)
+    agent.add_argument("--control-port", type=int, default=0, help="loopback port for `gigafab fault inject` (0: none)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "gateway":
+        host, port = args.etcd.rsplit(":", 1)
+        config = GatewayConfig(
+            args.site, args.listen, GatewayTls(args.cert, args.key, args.ca), host, int(port), args.silent_after
+        )
+        asyncio.run(run_gateway(config))
+        return 0
+    asyncio.run(_agents(args))
+    return 0
+
+
+async def _agents(args: argparse.Namespace) -> None:
+    agents = {
+        node: Agent(
+            node,
+            args.site,
+            SimulatedBackend(node, args.gpus),
+            args.gateway,
+            AgentTls(args.pki / f"{node}.crt", args.pki / f"{node}.key", args.pki / "ca.crt"),
+            args.interval,
+        )
+        for node in args.node
+    }
+    if args.control_port:
+        await FaultControl(agents).serve(args.control_port)
+    await asyncio.gather(*(agent.run() for agent in agents.values()))
