@@ -15,15 +15,36 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
-from gigafab.agents.classify import Health, Verdict, classify
-from gigafab.agents.simulated import SimulatedBackend
+from gigafab.agents.classify import Health, Reading, Verdict, classify
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gigafab.health.v1 import health_pb2, health_pb2_grpc
 
 log = logging.getLogger("gigafab.agent")
+
+
+class GpuInfo(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+
+
+class GpuBackend(Protocol):
+    """Where readings come from: ``SimulatedBackend`` or ``NvmlBackend``."""
+
+    @property
+    def gpus(self) -> Sequence[GpuInfo]: ...
+    @property
+    def silent(self) -> bool: ...
+    def read(self) -> list[Reading]: ...
+
+
 VERSION = "0.1.0"
 
 
@@ -34,6 +55,9 @@ class AgentTls:
     ca: Path
     server_name: str = "localhost"
 
+    def stamp(self) -> tuple[float, ...]:
+        return tuple(path.stat().st_mtime for path in (self.cert, self.key, self.ca))
+
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes())
 
@@ -42,7 +66,7 @@ class Agent:
     """One node's agent."""
 
     def __init__(
-        self, node: str, site: str, backend: SimulatedBackend, gateways: Sequence[str], tls: AgentTls, interval: float = 1.0
+        self, node: str, site: str, backend: GpuBackend, gateways: Sequence[str], tls: AgentTls, interval: float = 1.0
     ) -> None:
         self.node, self.site, self.backend = node, site, backend
         self.gateways, self.tls, self.interval = list(gateways), tls, interval
@@ -84,7 +108,9 @@ class Agent:
         )
 
     async def _reports(self) -> AsyncIterator[health_pb2.ReportRequest]:
-        while True:
+        """Reports until the certificate files change (then the stream ends and is opened anew)."""
+        stamp = self.tls.stamp()
+        while self.tls.stamp() == stamp:
             if not self.backend.silent:
                 self.sample()
                 yield self.report()

@@ -30,7 +30,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     agent.add_argument("--node", action="append", required=True, help="node name; repeat for several agents")
     agent.add_argument("--gateway", action="append", required=True, help="gateway host:port; repeat to fail over")
     agent.add_argument("--pki", type=Path, required=True, help="folder with <node>.crt, <node>.key and ca.crt")
-    agent.add_argument("--gpus", type=int, default=8)
+    agent.add_argument("--gpus", type=int, default=8, help="simulated GPUs per node")
+    agent.add_argument(
+        "--backend",
+        choices=["simulated", "nvml"],
+        default="simulated",
+        help="nvml: this machine's real GPUs through NVML (one --node)",
+    )
     agent.add_argument("--interval", type=float, default=1.0)
     agent.add_argument("--control-port", type=int, default=0, help="loopback port for `gigafab fault inject` (0: none)")
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gigafab.agents.agent import Agent
-from gigafab.agents.simulated import Fault
+from gigafab.agents.simulated import Fault, SimulatedBackend
 
 
 class FaultControl:
@@ -28,9 +28,12 @@ class FaultControl:
         agent = self.agents.get(str(order.get("node")))
         if agent is None:
             return 404, f"no agent for node {order.get('node')!r} here; nodes: {', '.join(sorted(self.agents))}"
+        backend = agent.backend
+        if not isinstance(backend, SimulatedBackend):
+            return 400, f"{agent.node} reads real GPUs; faults go only into simulated ones"
         try:
             fault = Fault(str(order.get("fault")))
-            agent.backend.inject(fault, gpu=int(order.get("gpu", 0)), xid=int(order.get("xid", 79)))
+            backend.inject(fault, gpu=int(order.get("gpu", 0)), xid=int(order.get("xid", 79)))
         except (ValueError, IndexError) as wrong:
             return 400, f"cannot inject {order}: {wrong}"
         agent.poke()

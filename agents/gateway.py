@@ -50,12 +50,26 @@ class GatewayTls:
     key: Path
     ca: Path
 
-    def credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.key.read_bytes(), self.cert.read_bytes())],
-            root_certificates=self.ca.read_bytes(),
-            require_client_auth=True,
+    def stamp(self) -> tuple[float, ...]:
+        return tuple(path.stat().st_mtime for path in (self.cert, self.key, self.ca))
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration(
+            [(self.key.read_bytes(), self.cert.read_bytes())], root_certificates=self.ca.read_bytes()
         )
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Credentials that re-read the files when they change on disk (checked at each new handshake)."""
+        seen = [self.stamp()]
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            stamp = self.stamp()
+            if stamp == seen[0]:
+                return None
+            seen[0] = stamp
+            return self._configuration()
+
+        return grpc.dynamic_ssl_server_credentials(self._configuration(), fetch, require_client_authentication=True)
 
 
 def gpu_reports(request: health_pb2.ReportRequest) -> list[GpuReport]:

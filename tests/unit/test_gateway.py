@@ -4,6 +4,8 @@ with the right status and a count, everything else, while serving good agents on
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -192,3 +194,27 @@ def test_a_certificate_from_another_ca_is_refused(pki: Authority, tmp_path: Path
 
     _, recorder = asyncio.run(scenario(pki, body))
     assert recorder.transitions == []
+
+
+def test_certificates_are_reloaded_when_they_change_on_disk(pki: Authority, tmp_path: Path) -> None:
+    other = Authority(tmp_path / "other", "another-ca")
+    other.ensure()
+    newcomer = other.issue_client(ClientIdentity("agent-new", "de-halm-gpu-007"))
+    trusted = tmp_path / "trusted-ca.crt"
+    trusted.write_bytes(pki.pair.cert.read_bytes())
+    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+
+    async def main() -> None:
+        gateway = HealthGateway(Ledger(SITE), Recorder())
+        server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(served.cert, served.key, trusted))
+        try:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await exchange(port, pki, newcomer, report("de-halm-gpu-007", 1))
+            trusted.write_bytes(pki.pair.cert.read_bytes() + other.pair.cert.read_bytes())
+            os.utime(trusted, (time.time() + 5, time.time() + 5))
+            answers = await exchange(port, pki, newcomer, report("de-halm-gpu-007", 2))
+            assert answers[0].ack.sequence == 2
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())

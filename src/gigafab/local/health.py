@@ -40,7 +40,7 @@ def ports_of(layout: Layout, name: str) -> list[int]:
 
 
 def _authority(layout: Layout) -> Authority:
-    authority = Authority(layout.pki / "health")
+    authority = Authority(layout.pki / "health", "gigafab-health-ca")
     authority.ensure()
     return authority
 

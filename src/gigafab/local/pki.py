@@ -83,8 +83,9 @@ def _builder(subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePubl
 class Authority:
     """A CA kept in a directory; issues serving and client certificates."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, name: str = "gigafab-local-ca") -> None:
         self.directory = directory
+        self.name = name
         self.pair = Pair(directory / "ca.crt", directory / "ca.key")
 
     def ensure(self) -> None:
@@ -92,7 +93,7 @@ class Authority:
         if self.pair.cert.exists() and self.pair.key.exists():
             return
         key = _key()
-        subject = _name("gigafab-local-ca")
+        subject = _name(self.name)
         cert = (
             _builder(subject, subject, key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
