@@ -24,6 +24,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     gateway.add_argument("--ca", type=Path, required=True, help="CA that signs agents' certificates")
     gateway.add_argument("--etcd", default="127.0.0.1:2379", help="etcd host:port for transitions")
     gateway.add_argument("--silent-after", type=float, default=3.0, help="seconds without a report before Silent")
+    gateway.add_argument("--stats-file", help="write counters and report latencies here every 2 s (benchmarks)")
 
     agent = commands.add_parser("agent", help="run simulated node agents (one per --node) in this process")
     agent.add_argument("--site", required=True)
@@ -46,7 +47,13 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "gateway":
         host, port = args.etcd.rsplit(":", 1)
         config = GatewayConfig(
-            args.site, args.listen, GatewayTls(args.cert, args.key, args.ca), host, int(port), args.silent_after
+            args.site,
+            args.listen,
+            GatewayTls(args.cert, args.key, args.ca),
+            host,
+            int(port),
+            args.silent_after,
+            stats_file=args.stats_file,
         )
         asyncio.run(run_gateway(config))
         return 0

@@ -90,6 +90,8 @@ class HealthGateway(service.HealthServiceServicer):
         self.clock = clock
         self.refused: collections.Counter[str] = collections.Counter()
         self.reports = 0
+        self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)
+        """Seconds from a report's ``sent_at`` to its state in the ledger (latest reports)."""
 
     async def Report(
         self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: grpc.aio.ServicerContext
@@ -107,6 +109,8 @@ class HealthGateway(service.HealthServiceServicer):
                 self.refused[refusal.reason] += 1
                 await context.abort(STATUS_OF[refusal.reason], str(refusal))
             self.reports += 1
+            if request.HasField("sent_at"):
+                self.latencies.append(time.time() - request.sent_at.ToNanoseconds() / 1e9)
             if transitions:
                 await self.sink(transitions)
             yield health_pb2.ReportResponse(ack=health_pb2.Acknowledgement(sequence=request.sequence))

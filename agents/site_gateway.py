@@ -7,9 +7,11 @@ twice a second, and writes every transition to etcd under the gateway's lease.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aetcd
 import grpc
@@ -29,6 +31,8 @@ class GatewayConfig:
     etcd_port: int = 2379
     silent_after: float = 3.0
     lease_ttl: int = 5
+    stats_file: str | None = None
+    """Where to write counters and latencies every 2 s, as JSON (for benchmarks)."""
 
 
 class SiteGateway:
@@ -49,7 +53,26 @@ class SiteGateway:
         await self.records.start()
         self.server, self.port = await serve(self.service, self.config.listen, self.config.tls)
         self._sweeper = asyncio.create_task(self._sweep())
+        if self.config.stats_file:
+            self._stats = asyncio.create_task(self._write_stats(self.config.stats_file))
         return self.port
+
+    async def _write_stats(self, path: str) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            latencies = sorted(self.service.latencies)
+            self.service.latencies.clear()
+            document = {
+                "at": time.time(),
+                "reports": self.service.reports,
+                "refused": dict(self.service.refused),
+                "writes": self.records.writes,
+                "nodes": len(self.ledger.nodes),
+                "latency_p50": quantile(latencies, 0.50),
+                "latency_p99": quantile(latencies, 0.99),
+                "samples": len(latencies),
+            }
+            Path(path).write_text(json.dumps(document))
 
     async def _sweep(self) -> None:
         while True:
@@ -65,6 +88,11 @@ class SiteGateway:
             await self.server.stop(1)
         await self.records.stop()
         await self.client.close()
+
+
+def quantile(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile of an ascending list (None when empty)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
 async def run(config: GatewayConfig) -> None:
