@@ -65,6 +65,10 @@ class NodeHealthSync:
         ) or node not in self.written:
             self._write(node, after, before)
 
+    def rewrite(self, node: str) -> None:
+        applied = self.applied[node]
+        self._write(node, applied, applied)
+
     def _write(self, node: str, after: Applied, before: Applied) -> None:
         path = f"/api/v1/nodes/{node}"
         current = self.kube.get(path)
@@ -118,7 +122,24 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         log.info("no %s: the health plane is not watched", ENV)
         return
     sync = NodeHealthSync(Client.get(), float(os.environ.get("GIGAFAB_TRUST_AFTER", TRUST_AFTER)))
+    memo["health_sync"] = sync
     memo["health_tasks"] = [asyncio.create_task(run(endpoint, sync)), asyncio.create_task(_recheck(sync))]
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_taints_drifted(name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    """Put back health taints someone (or a re-applied manifest) removed or changed."""
+    sync = memo.get("health_sync")
+    if not isinstance(sync, NodeHealthSync) or name not in sync.written:
+        return
+    current = [dict(t) for t in spec.get("taints") or []]
+    if _ours(current) != _ours(taints_for(sync.applied[name].health, current)):
+        log.info("health taints of %s drifted; putting them back", name)
+        sync.rewrite(name)
+
+
+def _ours(taints: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((str(t["key"]), str(t["effect"])) for t in taints if str(t.get("key", "")).startswith("gigafab.nl/"))
 
 
 @kopf.on.cleanup()

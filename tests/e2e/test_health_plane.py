@@ -107,3 +107,13 @@ def test_fault_inject_refuses_unknown_nodes_and_faults(kubectl: Kubectl) -> None
     answer = inject(kubectl, "--xid=79", "--gpu=42")
     assert answer.returncode == 1
     assert "cannot inject" in answer.stderr
+
+
+def test_removed_health_taint_is_put_back(kubectl: Kubectl) -> None:
+    eventually(lambda: taints_are(kubectl, []), timeout=30)
+    assert inject(kubectl, "--xid=79").returncode == 0
+    eventually(lambda: taints_are(kubectl, [("gigafab.nl/gpu-failed", "NoExecute")]), timeout=30)
+    kubectl.run("taint", "node", NODE, "gigafab.nl/gpu-failed-")
+    eventually(lambda: taints_are(kubectl, [("gigafab.nl/gpu-failed", "NoExecute")]), timeout=30)
+    assert inject(kubectl, "--reset").returncode == 0
+    eventually(lambda: taints_are(kubectl, []), timeout=30)

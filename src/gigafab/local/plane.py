@@ -140,7 +140,7 @@ class Plane:
 
     def _populate(self, options: Options) -> None:
         nodes = [gpu_node(site, index, gpus=options.gpus_per_node) for site in SITES for index in range(options.nodes_per_site)]
-        self.apply_objects(nodes)
+        self.create_missing(nodes)  # never re-apply: that would wipe the health plane's taints
         samples = repo_root() / "config" / "samples"
         if options.samples:
             self.kubectl("apply", "-f", str(samples / "sites.yaml"))
@@ -154,6 +154,17 @@ class Plane:
         if check and answer.returncode != 0:
             raise PlaneError(f"kubectl {' '.join(args)} failed: {answer.stderr.strip()}")
         return answer
+
+    def create_missing(self, objects: Sequence[dict[str, object]]) -> None:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as manifest:
+            yaml.safe_dump_all(objects, manifest)
+        try:
+            answer = self.kubectl("create", "-f", manifest.name, check=False)
+        finally:
+            Path(manifest.name).unlink(missing_ok=True)
+        failures = [line for line in answer.stderr.splitlines() if line.strip() and "AlreadyExists" not in line]
+        if answer.returncode != 0 and failures:
+            raise PlaneError("creating nodes failed: " + "\n".join(failures))
 
     def apply_objects(self, objects: Sequence[dict[str, object]]) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as manifest:
