@@ -1,0 +1,129 @@
+"""Fault detection benchmark on the running local plane (`gigafab local up`).
+
+    python bench/fault_detect.py --faults 12
+
+For each fault: XID 79 into a simulated GPU of a fake node (round robin over the
+Active sites' nodes) → time until the node's health is Failed in etcd, and until the
+Node carries the `gigafab.nl/gpu-failed` taint. Then the GPU is reset and the
+benchmark waits for the taint to go (the operator's quiet period) before the node is
+used again. Then silence: one agent goes quiet → time until Silent in etcd. Prints
+p50/p99 of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import aetcd
+from gigafab.agents.control import inject
+from gigafab.agents.records import node_key
+from kubernetes import client, config
+
+from gigafab.local.health import control_port
+from gigafab.local.layout import Layout
+from gigafab.local.plane import Plane
+
+NODES = [
+    ("de-halm", "de-halm-gpu-000"),
+    ("de-halm", "de-halm-gpu-001"),
+    ("niemeyer", "niemeyer-gpu-000"),
+    ("niemeyer", "niemeyer-gpu-001"),
+]
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
+        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1),
+        "n": len(ordered),
+    }
+
+
+async def health_in_etcd(etcd: aetcd.Client, site: str, node: str) -> str:
+    item = await etcd.get(node_key(site, node))
+    return json.loads(item.value)["health"] if item else ""
+
+
+def tainted(core: client.CoreV1Api, node: str, key: str = "gigafab.nl/gpu-failed") -> bool:
+    return any(t.key == key for t in core.read_node(node).spec.taints or [])
+
+
+async def one_fault(
+    etcd: aetcd.Client, core: client.CoreV1Api, layout: Layout, site: str, node: str, timeout: float
+) -> tuple[float, float]:
+    url = f"http://127.0.0.1:{control_port(layout, site)}"
+    started = time.monotonic()
+    inject(url, {"node": node, "fault": "xid", "xid": 79, "gpu": 0})
+    in_etcd = tainted_at = None
+    while time.monotonic() - started < timeout and (in_etcd is None or tainted_at is None):
+        if in_etcd is None and await health_in_etcd(etcd, site, node) == "Failed":
+            in_etcd = time.monotonic() - started
+        if tainted_at is None and await asyncio.to_thread(tainted, core, node):
+            tainted_at = time.monotonic() - started
+        await asyncio.sleep(0.01)
+    inject(url, {"node": node, "fault": "reset", "gpu": 0})
+    if in_etcd is None or tainted_at is None:
+        raise SystemExit(f"fault on {node} not seen within {timeout}s")
+    return in_etcd, tainted_at
+
+
+async def silence(etcd: aetcd.Client, layout: Layout, site: str, node: str, timeout: float) -> float:
+    url = f"http://127.0.0.1:{control_port(layout, site)}"
+    started = time.monotonic()
+    inject(url, {"node": node, "fault": "silent"})
+    while time.monotonic() - started < timeout:
+        if await health_in_etcd(etcd, site, node) == "Silent":
+            elapsed = time.monotonic() - started
+            inject(url, {"node": node, "fault": "reset", "gpu": 0})
+            return elapsed
+        await asyncio.sleep(0.01)
+    raise SystemExit(f"silence of {node} not seen within {timeout}s")
+
+
+async def run(faults: int, timeout: float) -> None:
+    plane = Plane()
+    config.load_kube_config(str(plane.layout.admin_kubeconfig))
+    core = client.CoreV1Api()
+    etcd = aetcd.Client(host="127.0.0.1", port=plane.layout.ports.etcd_client)
+    to_etcd: list[float] = []
+    to_taint: list[float] = []
+    silent: list[float] = []
+    try:
+        for number in range(faults):
+            site, node = NODES[number % len(NODES)]
+            while await asyncio.to_thread(tainted, core, node):  # still in its quiet period from the last round
+                await asyncio.sleep(0.5)
+            etcd_seconds, taint_seconds = await one_fault(etcd, core, plane.layout, site, node, timeout)
+            to_etcd.append(etcd_seconds)
+            to_taint.append(taint_seconds)
+        for site, node in NODES:
+            silent.append(await silence(etcd, plane.layout, site, node, timeout))
+            await asyncio.sleep(1.5)
+    finally:
+        await etcd.close()
+    print(
+        json.dumps(
+            {
+                "fault_to_etcd": quantiles(to_etcd),
+                "fault_to_node_taint": quantiles(to_taint),
+                "silence_to_silent_in_etcd": quantiles(silent),
+            },
+            indent=2,
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faults", type=int, default=12)
+    parser.add_argument("--timeout", type=float, default=30)
+    args = parser.parse_args()
+    asyncio.run(run(args.faults, args.timeout))
+
+
+if __name__ == "__main__":
+    main()
