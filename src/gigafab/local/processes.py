@@ -101,6 +101,9 @@ class Supervisor:
             )
         self._pidfile(component.name).write_text(f"{process.pid}\n{component.argv[0]}")
         deadline = time.monotonic() + component.ready_timeout
+        # until the child has exec'd, /proc shows our own command line: wait for its own
+        while component.argv[0] not in _cmdline(process.pid)[:3] and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise PlaneError(
