@@ -8,13 +8,13 @@ own per-handler events are switched off: they say nothing a user needs.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import socket
 from collections.abc import Mapping
 from typing import Any
 
+from gigafab.operator.conditions import now_rfc3339
 from gigafab.operator.state import Client
 from kubernetes.client.exceptions import ApiException
 
@@ -43,7 +43,7 @@ def event_for(obj: Mapping[str, Any], kind: str, reason: str, message: str) -> d
     involved = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name"), "uid": meta.get("uid")}
     if meta.get("namespace"):
         involved["namespace"] = meta["namespace"]
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = now_rfc3339()
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -76,3 +76,8 @@ def normal(obj: Mapping[str, Any], reason: str, message: str) -> None:
 def warning(obj: Mapping[str, Any], reason: str, message: str) -> None:
     log.warning(_line("Warning", obj, reason, message))
     _post(obj, "Warning", reason, message)
+
+
+def verdict(obj: Mapping[str, Any], good: bool, *, reason: str, message: str) -> None:
+    """A Normal event for a good outcome, a Warning for a bad one."""
+    (normal if good else warning)(obj, reason, message)

@@ -19,6 +19,11 @@ class Condition:
     reason: str
     message: str
 
+    @property
+    def status_text(self) -> str:
+        """``status`` as Kubernetes writes it."""
+        return "True" if self.status else "False"
+
 
 def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -34,7 +39,7 @@ def merge(
     """The conditions list after setting ``wanted``; others are kept as they are."""
     by_type = {str(item.get("type")): dict(item) for item in current or ()}
     for condition in wanted:
-        status = "True" if condition.status else "False"
+        status = condition.status_text
         previous = by_type.get(condition.type)
         changed = previous is None or previous.get("status") != status
         by_type[condition.type] = {

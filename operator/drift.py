@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 from gigafab.operator import audit
-from gigafab.operator.kube import collection_path, object_path
+from gigafab.operator.kube import namespace_path
 from gigafab.operator.quantity import quantity
 from gigafab.operator.state import Client, View
 from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest, desired_objects
@@ -76,7 +76,7 @@ def counterpart(kind: str, name: str, namespace: str | None, tenant: str, view: 
 def _namespace_active(namespace: str | None) -> bool:
     if namespace is None:
         return True
-    found = Client.get().get(collection_path("v1", "Namespace") + f"/{namespace}")
+    found = Client.get().get(namespace_path(namespace))
     return found is not None and not found["metadata"].get("deletionTimestamp")
 
 
@@ -123,4 +123,3 @@ def _register() -> None:
 
 
 _register()
-__all__ = ["counterpart", "covers", "object_path"]

@@ -26,10 +26,7 @@ def destination_changed(
             custom_path("egressdestinations", name, subresource="status"),
             {"status": {"observedGeneration": generation, "conditions": merged}},
         )
-        if verdict.status:
-            audit.normal(body, reason=verdict.reason, message=verdict.message)
-        else:
-            audit.warning(body, reason=verdict.reason, message=verdict.message)
+        audit.verdict(body, verdict.status, reason=verdict.reason, message=verdict.message)
     if changed or reason == "update":
         _refresh_tenants(name, View.of(kwargs))
 

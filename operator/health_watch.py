@@ -82,8 +82,11 @@ class NodeHealthSync:
         self.written.add(node)
         if after.health != before.health:
             reference = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "uid": current["metadata"]["uid"]}}
-            (audit.normal if after.health == "Healthy" else audit.warning)(
-                reference, f"Gpu{after.health}", f"{after.reason or after.health}; taints now {[t['key'] for t in taints]}"
+            audit.verdict(
+                reference,
+                after.health == "Healthy",
+                reason=f"Gpu{after.health}",
+                message=f"{after.reason or after.health}; taints now {[t['key'] for t in taints]}",
             )
 
 

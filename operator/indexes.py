@@ -11,8 +11,6 @@ from gigafab.operator.tenancy import GPU_REQUESTS, MANAGED_BY, TENANT_LABEL, Des
 
 from gigafab.api.v1alpha1.egress import EgressDestinationSpec
 
-MANAGED = dict(MANAGED_BY.items())
-
 
 @kopf.index("gigafab.nl", "v1alpha1", "tenants")
 def tenant_index(name: str, uid: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, TenantRecord]:
@@ -37,7 +35,7 @@ def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, str]:
     return {name: labels.get(TENANT_LABEL, "")}
 
 
-@kopf.index("", "v1", "resourcequotas", labels=MANAGED)
+@kopf.index("", "v1", "resourcequotas", labels=MANAGED_BY)
 def quota_index(namespace: str | None, status: kopf.Status, **_: Any) -> dict[str, dict[str, str]]:
     used = dict(status.get("used") or {})
     return {namespace or "": {key: str(value) for key, value in used.items()}}

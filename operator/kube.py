@@ -33,6 +33,10 @@ def collection_path(api_version: str, kind: str, namespace: str | None = None) -
     return _PATHS[(api_version, kind)].format(namespace=namespace or "")
 
 
+def namespace_path(name: str) -> str:
+    return f"{collection_path('v1', 'Namespace')}/{name}"
+
+
 def object_path(manifest: Mapping[str, Any]) -> str:
     meta = manifest["metadata"]
     base = collection_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
@@ -91,14 +95,8 @@ class Kube:
 
     def ensure(self, manifest: Mapping[str, Any]) -> Any:
         """Create ``manifest``; if it exists already, apply it (a create is far cheaper for the apiserver)."""
-        meta = manifest["metadata"]
         try:
-            return self._call(
-                "POST",
-                collection_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace")),
-                body=dict(manifest),
-                query=[("fieldManager", FIELD_MANAGER)],
-            )
+            return self.create(manifest)
         except ApiException as failure:
             if failure.status != 409:
                 raise

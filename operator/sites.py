@@ -40,8 +40,8 @@ def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
     Client.get().merge_patch(custom_path("sites", meta["name"], subresource="status"), {"status": new})
     previous = conditions.status_of(status.get("conditions"), "Ready")
     ready = wanted[0]
-    if previous != ("True" if ready.status else "False"):
-        (audit.normal if ready.status else audit.warning)(body, reason=ready.reason, message=ready.message)
+    if previous != ready.status_text:
+        audit.verdict(body, ready.status, reason=ready.reason, message=ready.message)
 
 
 @kopf.on.resume("gigafab.nl", "v1alpha1", "sites")

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from gigafab.operator import audit, conditions
 from gigafab.operator.indexes import gpus_used
-from gigafab.operator.kube import Kube, collection_path
+from gigafab.operator.kube import Kube, collection_path, namespace_path
 from gigafab.operator.state import Client, TenantRecord, View, custom_path
 from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, desired_objects, namespaces_of
 from gigafab.operator.tenant_checks import Problem, find_problems
@@ -46,16 +46,17 @@ def reconcile(record: TenantRecord, view: View, kube: Kube) -> bool:
     except ValidationError as invalid:
         return _not_ready(record, kube, Problem("InvalidSpec", str(invalid).splitlines()[0]), [])
     namespaces = namespaces_of(record.name, spec)
+    destinations = view.destination_map(list(spec.egress))
     problems = find_problems(
         record.name,
         spec,
         namespace_owners=view.owners(namespaces),
-        destinations=view.destination_map(list(spec.egress)),
+        destinations=destinations,
         quota_used=view.quota_used(namespaces),
     )
     if problems:
         return _not_ready(record, kube, problems[0], namespaces, problems)
-    plan = desired_objects(record.name, spec, view.destination_map(list(spec.egress)))
+    plan = desired_objects(record.name, spec, destinations)
     for manifest in plan.objects:
         kube.ensure(manifest)
     blocked = _remove_dropped(record, view, kube, set(namespaces))
@@ -95,7 +96,7 @@ def _remove_dropped(record: TenantRecord, view: View, kube: Kube, keep: set[str]
         if running and not forced(record):
             waiting.append(f"{namespace} ({running} pod(s) running)")
             continue
-        kube.delete(collection_path("v1", "Namespace") + f"/{namespace}")
+        kube.delete(namespace_path(namespace))
         audit.normal(
             record.reference(), reason="NamespaceDeleted", message=f"namespace {namespace} removed from the tenant and deleted"
         )
@@ -125,10 +126,14 @@ def _has_reason(record: TenantRecord, kind: str, reason: str) -> bool:
 def _status_changed(record: TenantRecord, wanted: list[conditions.Condition]) -> bool:
     current = {c.get("type"): c for c in record.status.get("conditions") or []}
     return any(
-        current.get(c.type, {}).get("status") != ("True" if c.status else "False")
-        or current.get(c.type, {}).get("reason") != c.reason
+        current.get(c.type, {}).get("status") != c.status_text or current.get(c.type, {}).get("reason") != c.reason
         for c in wanted
     )
+
+
+def _gpus_used(view: View, namespaces: list[str]) -> int:
+    """GPUs requested by the tenant's pods, as its namespaces' quotas count them."""
+    return sum(gpus_used(used) for used in view.quota_used(namespaces).values())
 
 
 def _write_status(
@@ -147,7 +152,7 @@ def _write_status(
     }
     if spec is not None and view is not None:
         status["gpuQuota"] = spec.quota.gpus
-        status["gpusUsed"] = sum(gpus_used(used) for used in view.quota_used(namespaces).values())
+        status["gpusUsed"] = _gpus_used(view, namespaces)
     if all(record.status.get(key) == value for key, value in status.items()):
         return
     kube.merge_patch(custom_path("tenants", record.name, subresource="status"), {"status": status})
@@ -163,7 +168,7 @@ def quota_used_changed(labels: kopf.Labels, **kwargs: Any) -> None:
     record = view.tenant(labels[TENANT_LABEL])
     if record is None or record.deleting or "gpusUsed" not in record.status:
         return
-    used = sum(gpus_used(quota) for quota in view.quota_used(list(record.status.get("namespaces") or [])).values())
+    used = _gpus_used(view, list(record.status.get("namespaces") or []))
     if used != record.status.get("gpusUsed"):
         Client.get().merge_patch(custom_path("tenants", record.name, subresource="status"), {"status": {"gpusUsed": used}})
 
@@ -198,7 +203,8 @@ def tenant_deleted(name: str, **kwargs: Any) -> None:
     view = View.of(kwargs)
     kube = Client.get()
     record = _fresh(view.tenant(name) or TenantRecord(name, kwargs["uid"], 0, {}, {}, {}), kwargs)
-    busy = {ns: active_pods(kube, ns) for ns in view.namespaces_of_tenant(name)}
+    owned = view.namespaces_of_tenant(name)
+    busy = {ns: active_pods(kube, ns) for ns in owned}
     busy = {ns: count for ns, count in busy.items() if count}
     if busy and not forced(record):
         message = (
@@ -208,6 +214,6 @@ def tenant_deleted(name: str, **kwargs: Any) -> None:
         )
         _not_ready(record, kube, Problem("DeletionBlocked", message), sorted(busy))
         raise kopf.TemporaryError(message, delay=RETRY_SECONDS)
-    for namespace in view.namespaces_of_tenant(name):
-        kube.delete(collection_path("v1", "Namespace") + f"/{namespace}")
+    for namespace in owned:
+        kube.delete(namespace_path(namespace))
     audit.normal(record.reference(), reason="Deleted", message="tenant namespaces deleted")
