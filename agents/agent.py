@@ -13,12 +13,11 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import grpc
 from gigafab.agents.classify import Health, Reading, Verdict, classify
+from gigafab.agents.tls import AgentTls
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gigafab.health.v1 import health_pb2, health_pb2_grpc
@@ -46,20 +45,6 @@ class GpuBackend(Protocol):
 
 
 VERSION = "0.1.0"
-
-
-@dataclass(frozen=True)
-class AgentTls:
-    cert: Path
-    key: Path
-    ca: Path
-    server_name: str = "localhost"
-
-    def stamp(self) -> tuple[float, ...]:
-        return tuple(path.stat().st_mtime for path in (self.cert, self.key, self.ca))
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes())
 
 
 class Agent:

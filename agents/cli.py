@@ -7,12 +7,12 @@ import asyncio
 import logging
 from pathlib import Path
 
-from gigafab.agents.agent import Agent, AgentTls
+from gigafab.agents.agent import Agent
 from gigafab.agents.control import FaultControl
-from gigafab.agents.gateway import GatewayTls
 from gigafab.agents.simulated import SimulatedBackend
 from gigafab.agents.site_gateway import GatewayConfig
 from gigafab.agents.site_gateway import run as run_gateway
+from gigafab.agents.tls import AgentTls, GatewayTls
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

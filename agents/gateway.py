@@ -13,11 +13,10 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from gigafab.agents.ledger import GpuReport, Ledger, Refused, Transition
+from gigafab.agents.tls import GatewayTls
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_health.v1 import health_pb2 as checks_pb2
@@ -40,36 +39,6 @@ STATUS_OF = {
     "replayed_sequence": grpc.StatusCode.INVALID_ARGUMENT,
     "malformed": grpc.StatusCode.INVALID_ARGUMENT,
 }
-
-
-@dataclass(frozen=True)
-class GatewayTls:
-    """Files of the gateway's serving certificate and the CA that signs agents'."""
-
-    cert: Path
-    key: Path
-    ca: Path
-
-    def stamp(self) -> tuple[float, ...]:
-        return tuple(path.stat().st_mtime for path in (self.cert, self.key, self.ca))
-
-    def _configuration(self) -> grpc.ServerCertificateConfiguration:
-        return grpc.ssl_server_certificate_configuration(
-            [(self.key.read_bytes(), self.cert.read_bytes())], root_certificates=self.ca.read_bytes()
-        )
-
-    def credentials(self) -> grpc.ServerCredentials:
-        """Credentials that re-read the files when they change on disk (checked at each new handshake)."""
-        seen = [self.stamp()]
-
-        def fetch() -> grpc.ServerCertificateConfiguration | None:
-            stamp = self.stamp()
-            if stamp == seen[0]:
-                return None
-            seen[0] = stamp
-            return self._configuration()
-
-        return grpc.dynamic_ssl_server_credentials(self._configuration(), fetch, require_client_authentication=True)
 
 
 def gpu_reports(request: health_pb2.ReportRequest) -> list[GpuReport]:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import aetcd
 import grpc
-from gigafab.agents.gateway import GatewayTls, HealthGateway, serve
+from gigafab.agents.gateway import HealthGateway, serve
 from gigafab.agents.ledger import Ledger
 from gigafab.agents.records import EtcdRecords
+from gigafab.agents.tls import GatewayTls
 
 SWEEP_SECONDS = 0.5
 

@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aetcd
-from gigafab.agents.agent import Agent, AgentTls
-from gigafab.agents.gateway import GatewayTls
+from gigafab.agents.agent import Agent
 from gigafab.agents.records import node_key
 from gigafab.agents.simulated import Fault, SimulatedBackend
 from gigafab.agents.site_gateway import GatewayConfig, SiteGateway
+from gigafab.agents.tls import AgentTls, GatewayTls
 
 from gigafab.local.pki import Authority, ClientIdentity
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from gigafab.agents.gateway import GatewayTls, HealthGateway, serve
+from gigafab.agents.gateway import HealthGateway, serve
 from gigafab.agents.ledger import Ledger, Transition
+from gigafab.agents.tls import GatewayTls
 from grpc_health.v1 import health_pb2 as checks_pb2
 from grpc_health.v1 import health_pb2_grpc as checks_grpc
 

@@ -166,14 +166,6 @@ class Plane:
         if answer.returncode != 0 and failures:
             raise PlaneError("creating nodes failed: " + "\n".join(failures))
 
-    def apply_objects(self, objects: Sequence[dict[str, object]]) -> None:
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as manifest:
-            yaml.safe_dump_all(objects, manifest)
-        try:
-            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", manifest.name)
-        finally:
-            Path(manifest.name).unlink(missing_ok=True)
-
     def _print_usage(self) -> None:
         kubeconfig = self.layout.admin_kubeconfig
         _say(
