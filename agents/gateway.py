@@ -2,10 +2,12 @@
 
 Each agent holds one ``Report`` stream. The gateway checks that the client
 certificate's common name is the node the report speaks for and that the node
-belongs to this site, keeps the latest state in its ledger, hands the transitions to
-a sink (etcd, in the running system), and acknowledges every report. Whatever it
-refuses is counted by reason, and the stream is ended with the matching gRPC status;
-the server itself keeps serving everyone else.
+belongs to this site, keeps the latest state in its ledger and hands the transitions
+to a sink (etcd, in the running system). It acknowledges a stream's first report and
+every report whose change has been recorded; a report that repeats the last state is
+taken silently (at 10,000 agents an answer to each would cost as much as the reports
+themselves). Whatever it refuses is counted by reason, and the stream is ended with
+the matching gRPC status; the server itself keeps serving everyone else.
 """
 
 from __future__ import annotations
@@ -27,6 +29,22 @@ from gigafab.health.v1 import health_pb2_grpc as service
 MAX_MESSAGE_BYTES = 64 * 1024
 """A report of a node with 8 GPUs is under 2 KiB; anything near this is not a report."""
 
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Reports are small and steady: bandwidth-delay probing would answer each with a PING
+    # frame and cost a third of the gateway's CPU at 10,000 agents.
+    ("grpc.http2.bdp_probe", 0),
+    # a second gateway started on the same address must fail, not silently share the port
+    ("grpc.so_reuseport", 0),
+    # gRPC core cancels new calls beyond 1000 not yet taken by the server; when a whole
+    # site reconnects at once (a restarted gateway), ten thousand streams arrive together.
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
+    # ... and cancels those it has not taken within 30 s; under such a storm, wait longer
+    # rather than make every agent reconnect and try again.
+    ("grpc.server_max_unrequested_time_in_server", 300),
+)
 Sink = Callable[[Sequence[Transition]], Awaitable[None]]
 HEALTH_NAMES = {
     health_pb2.HEALTH_HEALTHY: "Healthy",
@@ -67,41 +85,40 @@ class HealthGateway(service.HealthServiceServicer):
     ) -> AsyncIterator[health_pb2.ReportResponse]:
         identities = context.auth_context().get("x509_common_name", [])
         speaker = identities[0].decode() if identities else ""
-        async for request in _decoded(request_iterator, self, context):
-            try:
-                if request.node.node != speaker:
-                    raise Refused("identity_mismatch", f"certificate of {speaker!r} cannot report for {request.node.node!r}")
-                transitions = self.ledger.observe(
-                    request.node.node, request.node.site, request.sequence, gpu_reports(request), self.clock()
-                )
-            except Refused as refusal:
-                self.refused[refusal.reason] += 1
-                await context.abort(STATUS_OF[refusal.reason], str(refusal))
-            self.reports += 1
-            if request.HasField("sent_at"):
-                self.latencies.append(time.time() - request.sent_at.ToNanoseconds() / 1e9)
-            if transitions:
-                await self.sink(transitions)
-            yield health_pb2.ReportResponse(ack=health_pb2.Acknowledgement(sequence=request.sequence))
-
-
-async def _decoded(
-    requests: AsyncIterator[health_pb2.ReportRequest], gateway: HealthGateway, context: grpc.aio.ServicerContext
-) -> AsyncIterator[health_pb2.ReportRequest]:
-    """The stream's requests; a frame that is not a ReportRequest ends it as malformed."""
-    try:
-        async for request in requests:
-            yield request
-    except DecodeError as garbage:
-        gateway.refused["malformed"] += 1
-        await context.abort(STATUS_OF["malformed"], f"not a ReportRequest: {garbage}")
+        first = True
+        try:
+            async for request in request_iterator:
+                node = request.node
+                try:
+                    if node.node != speaker:
+                        raise Refused("identity_mismatch", f"certificate of {speaker!r} cannot report for {node.node!r}")
+                    now = self.clock()
+                    signature = tuple([gpu.health for gpu in request.gpus])
+                    if self.ledger.heard(node.node, node.site, request.sequence, signature, now):
+                        transitions = []
+                    else:
+                        reports = gpu_reports(request)
+                        transitions = self.ledger.observe(node.node, node.site, request.sequence, reports, now, signature)
+                except Refused as refusal:
+                    self.refused[refusal.reason] += 1
+                    await context.abort(STATUS_OF[refusal.reason], str(refusal))
+                self.reports += 1
+                sent = request.sent_at
+                if sent.seconds:
+                    self.latencies.append(time.time() - sent.seconds - sent.nanos / 1e9)
+                if transitions:
+                    await self.sink(transitions)
+                if transitions or first:
+                    first = False
+                    yield health_pb2.ReportResponse(ack=health_pb2.Acknowledgement(sequence=request.sequence))
+        except DecodeError as garbage:  # a frame that is not a ReportRequest ends the stream
+            self.refused["malformed"] += 1
+            await context.abort(STATUS_OF["malformed"], f"not a ReportRequest: {garbage}")
 
 
 async def serve(gateway: HealthGateway, address: str, tls: GatewayTls) -> tuple[grpc.aio.Server, int]:
     """Start the gateway (and the standard gRPC health service) on ``address``; returns the bound port."""
-    server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-    )
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     service.add_HealthServiceServicer_to_server(gateway, server)  # type: ignore[no-untyped-call]
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)

@@ -5,10 +5,17 @@ returns the transitions it causes (node and GPU health changes only); ``sweep``
 turns nodes that stayed quiet for ``silent_after`` seconds into Silent. The gateway
 writes exactly these transitions to etcd, so a steady stream of healthy reports
 writes nothing.
+
+Nearly every report repeats the last one, so ``heard`` takes a report's
+``signature`` (whatever the caller derives from it cheaply: the gateway uses the
+tuple of its GPUs' health codes) and, when it equals the last one, only moves the
+node's sequence and clock: no objects are built on that path. Nodes that still talk are kept in order of their
+last report, so a sweep looks only at the oldest ones.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +55,8 @@ class NodeRecord:
     seen: float
     health: str
     gpus: dict[int, str] = field(default_factory=dict)
+    signature: object = None
+    """What ``heard`` compares: set by ``observe``, None after a restore (never equal)."""
 
 
 def node_health(gpus: Sequence[GpuReport]) -> tuple[str, str]:
@@ -65,12 +74,37 @@ class Ledger:
         self.site = site
         self.silent_after = silent_after
         self.nodes: dict[str, NodeRecord] = {}
+        self._talking: OrderedDict[str, NodeRecord] = OrderedDict()
+        """Nodes not Silent, oldest report first."""
 
     def restore(self, node: str, health: str, gpus: dict[int, str], now: float) -> None:
         """Take a node's last recorded state (from etcd after a restart) without a transition."""
-        self.nodes[node] = NodeRecord(sequence=-1, seen=now, health=health, gpus=dict(gpus))
+        self._keep(node, NodeRecord(sequence=-1, seen=now, health=health, gpus=dict(gpus)))
+        if health == SILENT:
+            del self._talking[node]
 
-    def observe(self, node: str, site: str, sequence: int, gpus: Sequence[GpuReport], now: float) -> list[Transition]:
+    def heard(self, node: str, site: str, sequence: int, signature: object, now: float) -> bool:
+        """Take a report that changes nothing: True when its ``signature`` is that of the node's
+        last observed report and the node is not Silent; anything else needs ``observe``."""
+        record = self.nodes.get(node)
+        if record is None or record.signature is None or record.signature != signature or record.health == SILENT:
+            return False
+        if site != self.site:
+            return False
+        if sequence <= record.sequence:
+            raise Refused("replayed_sequence", f"sequence {sequence} of {node} is not after {record.sequence}")
+        record.sequence, record.seen = sequence, now
+        self._talking.move_to_end(node)
+        return True
+
+    def _keep(self, node: str, record: NodeRecord) -> None:
+        self.nodes[node] = record
+        self._talking[node] = record
+        self._talking.move_to_end(node)
+
+    def observe(
+        self, node: str, site: str, sequence: int, gpus: Sequence[GpuReport], now: float, signature: object = None
+    ) -> list[Transition]:
         if site != self.site:
             raise Refused("wrong_site", f"node {node} reports for site {site}, this gateway serves {self.site}")
         record = self.nodes.get(node)
@@ -84,14 +118,17 @@ class Ledger:
         health, reason = node_health(gpus)
         if record is None or record.health != health:
             transitions.append(Transition(node, None, record.health if record else None, health, reason))
-        self.nodes[node] = NodeRecord(sequence, now, health, {gpu.index: gpu.health for gpu in gpus})
+        self._keep(node, NodeRecord(sequence, now, health, {gpu.index: gpu.health for gpu in gpus}, signature))
         return transitions
 
     def sweep(self, now: float) -> list[Transition]:
         """Nodes heard from longer than ``silent_after`` ago become Silent (once)."""
         transitions = []
-        for name, record in self.nodes.items():
-            if record.health != SILENT and now - record.seen > self.silent_after:
-                transitions.append(Transition(name, None, record.health, SILENT, f"no report for {self.silent_after:g}s"))
-                record.health = SILENT
+        while self._talking:
+            name, record = next(iter(self._talking.items()))
+            if now - record.seen <= self.silent_after:
+                break
+            transitions.append(Transition(name, None, record.health, SILENT, f"no report for {self.silent_after:g}s"))
+            record.health = SILENT
+            del self._talking[name]
         return transitions

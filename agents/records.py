@@ -9,9 +9,15 @@ Keys (prefix ``/gigafab/health/v1/sites/<site>/``):
   written only when something changed (a transition). Not on the lease: a restarted
   gateway rebuilds its ledger from these keys and writes no false transition.
 
-Every write is one transaction that also checks that the ``gateway`` key still holds
+Every write is a transaction that also checks that the ``gateway`` key still holds
 this gateway's identity, so a gateway that lost its lease (a partition) can never
 overwrite what a newer one wrote.
+
+Writes are group-committed: transitions that arrive while a write is under way go
+together into the next one (at most ``NODES_PER_TRANSACTION`` nodes per transaction,
+under etcd's default limit of 128 operations). A quiet gateway writes at once; one
+whose whole site reconnects or falls silent writes a few large transactions instead
+of ten thousand small ones.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import aetcd
 from gigafab.agents.ledger import Ledger, Transition
 
 PREFIX = "/gigafab/health/v1/sites"
+NODES_PER_TRANSACTION = 100
 
 
 class LeaseLost(RuntimeError):
@@ -70,6 +77,10 @@ class EtcdRecords:
         self.lease: aetcd.Lease | None = None
         self._keeper: asyncio.Task[None] | None = None
         self.writes = 0
+        self._waiting: list[Transition] = []
+        self._batch: asyncio.Future[None] | None = None
+        """Settled when the transitions in ``_waiting`` are written."""
+        self._writer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Take the lease and the gateway key, restore the ledger, keep the lease alive."""
@@ -100,17 +111,39 @@ class EtcdRecords:
             await self.lease.revoke()
 
     async def __call__(self, transitions: Sequence[Transition]) -> None:
-        """Write the nodes these transitions touched, in one transaction."""
+        """Write the nodes these transitions touched; returns once they are in etcd."""
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+        batch = self._batch
+        self._waiting.extend(transitions)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches())
+        await asyncio.shield(batch)
+
+    async def _write_batches(self) -> None:
+        await asyncio.sleep(0)  # let the reports that arrived together join this batch
+        while self._batch is not None:
+            batch, transitions = self._batch, self._waiting
+            self._batch, self._waiting = None, []
+            try:
+                await self._write(transitions)
+            except Exception as failure:  # noqa: BLE001 - handed to every writer waiting for this batch
+                batch.set_exception(failure)
+            else:
+                batch.set_result(None)
+
+    async def _write(self, transitions: Sequence[Transition]) -> None:
         site, at = self.ledger.site, time.time()
         nodes = sorted({t.node for t in transitions})
-        puts = [
-            self.client.transactions.put(
-                node_key(site, node), json.dumps(node_document(self.ledger, node, transitions, at)).encode()
-            )
-            for node in nodes
-        ]
         held = self.client.transactions.value(gateway_key(site)) == self.identity
-        succeeded, _ = await self.client.transaction(compare=[held], success=puts, failure=[])
-        if not succeeded:
-            raise LeaseLost(f"gateway {self.identity.decode()} no longer holds {gateway_key(site).decode()}")
-        self.writes += 1
+        for first in range(0, len(nodes), NODES_PER_TRANSACTION):
+            puts = [
+                self.client.transactions.put(
+                    node_key(site, node), json.dumps(node_document(self.ledger, node, transitions, at)).encode()
+                )
+                for node in nodes[first : first + NODES_PER_TRANSACTION]
+            ]
+            succeeded, _ = await self.client.transaction(compare=[held], success=puts, failure=[])
+            if not succeeded:
+                raise LeaseLost(f"gateway {self.identity.decode()} no longer holds {gateway_key(site).decode()}")
+            self.writes += 1

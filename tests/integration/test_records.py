@@ -79,3 +79,24 @@ def test_a_gateway_that_lost_its_key_cannot_write(etcd_port: int) -> None:
         await new.stop()
 
     run(etcd_port, scenario)
+
+
+def test_transitions_arriving_together_are_group_committed_in_transactions_etcd_accepts(etcd_port: int) -> None:
+    async def scenario(client: aetcd.Client) -> None:
+        await client.delete_prefix(b"/gigafab/")
+        ledger = Ledger(SITE, silent_after=3.0)
+        records = EtcdRecords(client, ledger, "gateway-a")
+        await records.start()
+        nodes = [f"n{index:03d}" for index in range(250)]  # more than etcd's 128 operations per transaction
+        await asyncio.gather(*(records(ledger.observe(node, SITE, 1, OK, now=0.0)) for node in nodes))
+        assert 3 <= records.writes <= 6, "250 nodes reported together go in a few transactions, not 250"
+        stored = await client.get_prefix(f"/gigafab/health/v1/sites/{SITE}/nodes/".encode())
+        assert len(stored) == 250
+        writes = records.writes
+        await records(ledger.sweep(now=10.0))  # the whole site falls silent at once
+        assert records.writes == writes + 3
+        silent = [json.loads(item.value)["health"] for item in await client.get_prefix(f"/gigafab/health/v1/sites/{SITE}/nodes/".encode())]
+        assert silent == ["Silent"] * 250
+        await records.stop()
+
+    run(etcd_port, scenario)

@@ -77,7 +77,7 @@ async def scenario(pki: Authority, body: object) -> tuple[HealthGateway, Recorde
     return gateway, recorder
 
 
-def test_good_reports_are_acknowledged_and_only_transitions_recorded(pki: Authority) -> None:
+def test_first_and_changed_reports_are_acknowledged_and_only_transitions_recorded(pki: Authority) -> None:
     node = agent_cert(pki, "de-halm-gpu-000")
 
     async def body(port: int) -> None:
@@ -88,8 +88,9 @@ def test_good_reports_are_acknowledged_and_only_transitions_recorded(pki: Author
             report("de-halm-gpu-000", 1),
             report("de-halm-gpu-000", 2),
             report("de-halm-gpu-000", 3, health_pb2.HEALTH_FAILED),
+            report("de-halm-gpu-000", 4, health_pb2.HEALTH_FAILED),
         )
-        assert [a.ack.sequence for a in answers] == [1, 2, 3]
+        assert [a.ack.sequence for a in answers] == [1, 3]
 
     gateway, recorder = asyncio.run(scenario(pki, body))
     assert [(t.gpu, t.after) for t in recorder.transitions] == [
@@ -98,7 +99,7 @@ def test_good_reports_are_acknowledged_and_only_transitions_recorded(pki: Author
         (0, "Failed"),
         (None, "Failed"),
     ]
-    assert gateway.reports == 3
+    assert gateway.reports == 4
 
 
 @pytest.mark.parametrize(
@@ -219,3 +220,15 @@ def test_certificates_are_reloaded_when_they_change_on_disk(pki: Authority, tmp_
             await server.stop(None)
 
     asyncio.run(main())
+
+
+def test_repeated_reports_take_the_fast_path_and_a_change_does_not(pki: Authority) -> None:
+    node = agent_cert(pki, "de-halm-gpu-010")
+
+    async def body(port: int) -> None:
+        await exchange(port, pki, node, *(report("de-halm-gpu-010", sequence) for sequence in range(1, 6)))
+
+    gateway, _ = asyncio.run(scenario(pki, body))
+    record = gateway.ledger.nodes["de-halm-gpu-010"]
+    assert record.signature == (health_pb2.HEALTH_HEALTHY,) * len(report("de-halm-gpu-010", 1).gpus)
+    assert record.sequence == 5

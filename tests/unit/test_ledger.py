@@ -52,3 +52,42 @@ def test_restored_state_writes_no_false_transition() -> None:
     ledger = Ledger("de-halm")
     ledger.restore("n1", HEALTHY, {0: HEALTHY, 1: HEALTHY}, now=0.0)
     assert ledger.observe("n1", "de-halm", 1, OK, now=0.5) == []
+
+
+def test_a_repeated_report_is_heard_without_a_transition_and_a_change_is_not() -> None:
+    ledger = Ledger("de-halm")
+    assert not ledger.heard("n1", "de-halm", 1, (1, 1), now=0.0)  # never seen: observe it
+    ledger.observe("n1", "de-halm", 1, OK, now=0.0, signature=(1, 1))
+    assert ledger.heard("n1", "de-halm", 2, (1, 1), now=1.0)
+    assert (ledger.nodes["n1"].sequence, ledger.nodes["n1"].seen) == (2, 1.0)
+    assert not ledger.heard("n1", "de-halm", 3, (3, 1), now=2.0)
+    assert not ledger.heard("n1", "niemeyer", 3, (1, 1), now=2.0)
+    with pytest.raises(Refused) as replay:
+        ledger.heard("n1", "de-halm", 2, (1, 1), now=2.0)
+    assert replay.value.reason == "replayed_sequence"
+
+
+def test_a_silent_node_is_never_just_heard() -> None:
+    ledger = Ledger("de-halm", silent_after=3.0)
+    ledger.observe("n1", "de-halm", 1, OK, now=0.0, signature=(1, 1))
+    ledger.sweep(now=4.0)
+    assert not ledger.heard("n1", "de-halm", 2, (1, 1), now=5.0)
+    assert [t.after for t in ledger.observe("n1", "de-halm", 2, OK, now=5.0)] == [HEALTHY]
+
+
+def test_sweep_finds_exactly_the_quiet_nodes_whatever_order_they_last_spoke_in() -> None:
+    ledger = Ledger("de-halm", silent_after=3.0)
+    for index, name in enumerate(["a", "b", "c", "d"]):
+        ledger.observe(name, "de-halm", 1, OK, now=float(index), signature=(1, 1))
+    assert ledger.heard("a", "de-halm", 2, (1, 1), now=4.0)  # a spoke last now
+    assert sorted(t.node for t in ledger.sweep(now=5.5)) == ["b", "c"]
+    assert [t.node for t in ledger.sweep(now=7.5)] == ["d", "a"]
+    assert ledger.sweep(now=100.0) == []
+
+
+def test_a_node_restored_as_silent_stays_silent_until_it_reports() -> None:
+    ledger = Ledger("de-halm", silent_after=3.0)
+    ledger.restore("n1", SILENT, {0: HEALTHY}, now=0.0)
+    assert ledger.sweep(now=10.0) == []
+    assert not ledger.heard("n1", "de-halm", 1, (1,), now=11.0)
+    assert [t.after for t in ledger.observe("n1", "de-halm", 1, [GpuReport(0, HEALTHY)], now=11.0)] == [HEALTHY]
