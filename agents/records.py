@@ -127,7 +127,7 @@ class EtcdRecords:
             self._batch, self._waiting = None, []
             try:
                 await self._write(transitions)
-            except Exception as failure:  # noqa: BLE001 - handed to every writer waiting for this batch
+            except Exception as failure:  # handed to every writer waiting for this batch
                 batch.set_exception(failure)
             else:
                 batch.set_result(None)

@@ -95,7 +95,8 @@ def test_transitions_arriving_together_are_group_committed_in_transactions_etcd_
         writes = records.writes
         await records(ledger.sweep(now=10.0))  # the whole site falls silent at once
         assert records.writes == writes + 3
-        silent = [json.loads(item.value)["health"] for item in await client.get_prefix(f"/gigafab/health/v1/sites/{SITE}/nodes/".encode())]
+        stored = await client.get_prefix(f"/gigafab/health/v1/sites/{SITE}/nodes/".encode())
+        silent = [json.loads(item.value)["health"] for item in stored]
         assert silent == ["Silent"] * 250
         await records.stop()
 
