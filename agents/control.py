@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,6 +62,9 @@ class FaultControl:
 
 def inject(url: str, order: Mapping[str, Any]) -> tuple[int, str]:
     """POST a fault order to an agent process; (HTTP status, message)."""
+    import urllib.error  # the client side only: the agent process does not need urllib
+    import urllib.request
+
     if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
         raise ValueError(f"fault control is on loopback only, not {url}")
     request = urllib.request.Request(  # noqa: S310 - checked above: http on loopback

@@ -26,12 +26,15 @@ from grpc_health.v1 import health_pb2 as checks_pb2
 from gigafab.health.v1 import health_pb2
 from gigafab.health.v1 import health_pb2_grpc as service
 
-MAX_MESSAGE_BYTES = 64 * 1024
-"""A report of a node with 8 GPUs is under 2 KiB; anything near this is not a report."""
+MAX_REPORT_BYTES = 64 * 1024
+"""A report of a node with 8 GPUs is under 2 KiB; anything near this is not a report.
+Larger frames are refused (and counted) before they are decoded."""
+MAX_FRAME_BYTES = 1024 * 1024
+"""gRPC itself drops frames above this without the gateway seeing them (not counted)."""
 
 SERVER_OPTIONS = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_FRAME_BYTES),
+    ("grpc.max_send_message_length", MAX_REPORT_BYTES),
     # Reports are small and steady: bandwidth-delay probing would answer each with a PING
     # frame and cost a third of the gateway's CPU at 10,000 agents.
     ("grpc.http2.bdp_probe", 0),
@@ -56,7 +59,19 @@ STATUS_OF = {
     "wrong_site": grpc.StatusCode.PERMISSION_DENIED,
     "replayed_sequence": grpc.StatusCode.INVALID_ARGUMENT,
     "malformed": grpc.StatusCode.INVALID_ARGUMENT,
+    "oversized": grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+
+
+class Oversized(ValueError):
+    """A frame larger than any report."""
+
+
+def parse_report(frame: bytes) -> health_pb2.ReportRequest:
+    """The request deserializer: refuses oversized frames before decoding them."""
+    if len(frame) > MAX_REPORT_BYTES:
+        raise Oversized(f"a frame of {len(frame)} bytes is not a report (at most {MAX_REPORT_BYTES})")
+    return health_pb2.ReportRequest.FromString(frame)
 
 
 def gpu_reports(request: health_pb2.ReportRequest) -> list[GpuReport]:
@@ -114,12 +129,19 @@ class HealthGateway(service.HealthServiceServicer):
         except DecodeError as garbage:  # a frame that is not a ReportRequest ends the stream
             self.refused["malformed"] += 1
             await context.abort(STATUS_OF["malformed"], f"not a ReportRequest: {garbage}")
+        except Oversized as oversized:
+            self.refused["oversized"] += 1
+            await context.abort(STATUS_OF["oversized"], str(oversized))
 
 
 async def serve(gateway: HealthGateway, address: str, tls: GatewayTls) -> tuple[grpc.aio.Server, int]:
     """Start the gateway (and the standard gRPC health service) on ``address``; returns the bound port."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    service.add_HealthServiceServicer_to_server(gateway, server)  # type: ignore[no-untyped-call]
+    reports = grpc.stream_stream_rpc_method_handler(
+        gateway.Report, request_deserializer=parse_report, response_serializer=health_pb2.ReportResponse.SerializeToString
+    )
+    methods = grpc.method_handlers_generic_handler("gigafab.health.v1.HealthService", {"Report": reports})
+    server.add_generic_rpc_handlers((methods,))
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     port = server.add_secure_port(address, tls.credentials())

@@ -50,6 +50,8 @@ class SiteGateway:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self.silenced = 0
+        """Nodes turned Silent since start."""
 
     async def start(self) -> int:
         await self.records.start()
@@ -70,6 +72,7 @@ class SiteGateway:
                 "refused": dict(self.service.refused),
                 "writes": self.records.writes,
                 "nodes": len(self.ledger.nodes),
+                "silenced": self.silenced,
                 "latency_p50": quantile(latencies, 0.50),
                 "latency_p99": quantile(latencies, 0.99),
                 "samples": len(latencies),
@@ -82,6 +85,7 @@ class SiteGateway:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             silent = self.ledger.sweep(time.monotonic())
+            self.silenced += len(silent)
             if silent:
                 await self.records(silent)
 

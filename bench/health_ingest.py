@@ -10,7 +10,8 @@ program in bench/loadgen (built once into the cache): a Python generator would n
 more cores than the machine has to produce 10,000 reports/s, and would starve the
 gateway it is measuring. Prints sustained reports/s, p50/p99 from a report's send
 time to its state in the gateway's ledger, and the gateway's CPU (cores) and RSS over
-the steady window. Runs on its own ports; leaves nothing running.
+the steady window, and how many nodes were declared Silent in it (every agent keeps
+reporting, so any is a false Silent). Runs on its own ports; leaves nothing running.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def cpu(process: psutil.Process) -> float:
 
 
 def measure(gateway: psutil.Process, loads: list[psutil.Process], stats: Path, seconds: float) -> dict[str, object]:
-    cpu_before, reports_before, at_before = cpu(gateway), json.loads(stats.read_text())["reports"], time.time()
+    before = json.loads(stats.read_text())
+    cpu_before, reports_before, at_before = cpu(gateway), before["reports"], time.time()
     load_before = sum(cpu(p) for p in loads)
     p50s: list[float] = []
     p99s: list[float] = []
@@ -184,6 +186,7 @@ def measure(gateway: psutil.Process, loads: list[psutil.Process], stats: Path, s
         "gateway_rss_mb": round(gateway.memory_info().rss / 2**20, 1),
         "refused": sample["refused"],
         "nodes_in_ledger": sample["nodes"],
+        "false_silent_while_measuring": sample["silenced"] - before["silenced"],
         "etcd_writes": sample["writes"],
     }
 

@@ -4,8 +4,10 @@ On startup it reads every node's health under ``/gigafab/health/v1/sites/`` and 
 watches from the revision after that read, so after a restart it resumes exactly
 where etcd is. Each change goes through ``node_health.decide`` (worse at once, better
 after a quiet period) and, when the decision changes, onto the Node: our taints
-replaced (others kept) and the ``GigafabGpuHealthy`` condition set. A second loop
-re-decides nodes that are waiting out their quiet period.
+replaced (others kept), the ``GigafabGpuHealthy`` condition set and the number of
+its Healthy GPUs in the ``gigafab.nl/gpus-healthy`` annotation (which the Site counts).
+A second loop re-decides nodes that are waiting out their quiet period; until a node
+is trusted again its count stays that of the worse state.
 
 Enabled when the operator is given ``--etcd host:port`` (``$GIGAFAB_HEALTH_ETCD``).
 """
@@ -27,6 +29,7 @@ from gigafab.operator import audit
 from gigafab.operator.conditions import now_rfc3339
 from gigafab.operator.kube import Kube
 from gigafab.operator.node_health import TRUST_AFTER, Applied, condition_for, decide, taints_for
+from gigafab.operator.site_health import HEALTHY_GPUS
 from gigafab.operator.state import Client
 
 log = logging.getLogger("gigafab.health")
@@ -41,11 +44,15 @@ class NodeHealthSync:
         self.trust_after = trust_after
         self.applied: dict[str, Applied] = {}
         self.reported: dict[str, tuple[str, str]] = {}
+        self.reported_gpus: dict[str, int] = {}
+        self.healthy_gpus: dict[str, int] = {}
+        """The count on each Node: that of the report the applied state follows."""
         self.written: set[str] = set()
 
     def observe(self, document: dict[str, Any], now: float) -> None:
         node = document["node"]
         self.reported[node] = (document["health"], document.get("reason", ""))
+        self.reported_gpus[node] = sum(1 for health in (document.get("gpus") or {}).values() if health == "Healthy")
         self._decide(node, now)
 
     def recheck(self, now: float) -> None:
@@ -58,11 +65,17 @@ class NodeHealthSync:
         before = self.applied.get(node, Applied())
         after = decide(before, health, reason, now, self.trust_after)
         self.applied[node] = after
-        if (after.health, after.reason, after.better_health) != (
+        count = self.healthy_gpus.get(node)
+        if after.health == health and after.better_health is None:  # the node is where its report says
+            count = self.reported_gpus[node]
+        if (after.health, after.reason, after.better_health, count) != (
             before.health,
             before.reason,
             before.better_health,
+            self.healthy_gpus.get(node),
         ) or node not in self.written:
+            if count is not None:
+                self.healthy_gpus[node] = count
             self._write(node, after, before)
 
     def rewrite(self, node: str) -> None:
@@ -76,7 +89,10 @@ class NodeHealthSync:
             log.warning("health of unknown node %s ignored", node)
             return
         taints = taints_for(after.health, current["spec"].get("taints") or [])
-        self.kube.merge_patch(path, {"spec": {"taints": taints or None}})
+        patch: dict[str, Any] = {"spec": {"taints": taints or None}}
+        if node in self.healthy_gpus:
+            patch["metadata"] = {"annotations": {HEALTHY_GPUS: str(self.healthy_gpus[node])}}
+        self.kube.merge_patch(path, patch)
         condition = {**condition_for(after), "lastHeartbeatTime": now_rfc3339(), "lastTransitionTime": now_rfc3339()}
         self.kube.strategic_patch(f"{path}/status", {"status": {"conditions": [condition]}})
         self.written.add(node)

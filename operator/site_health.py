@@ -18,9 +18,13 @@ class NodeSummary:
     gpus: int
     ready: bool
     gpu_watts: int | None = None
+    healthy_gpus: int | None = None
+    """GPUs the health plane reports Healthy (``gigafab.nl/gpus-healthy``); None: all of them."""
 
 
 LOST_TAINTS = frozenset({"gigafab.nl/gpu-failed", "gigafab.nl/node-silent"})
+HEALTHY_GPUS = "gigafab.nl/gpus-healthy"
+"""Node annotation the operator keeps from the health plane: how many of its GPUs are Healthy."""
 
 
 def _lost(spec: Mapping[str, Any]) -> bool:
@@ -28,17 +32,32 @@ def _lost(spec: Mapping[str, Any]) -> bool:
     return any(taint.get("key") in LOST_TAINTS for taint in spec.get("taints") or [])
 
 
-def node_summary(name: str, labels: Mapping[str, str], status: Mapping[str, Any], spec: Mapping[str, Any]) -> NodeSummary:
+def node_summary(
+    name: str,
+    labels: Mapping[str, str],
+    status: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    annotations: Mapping[str, str] | None = None,
+) -> NodeSummary:
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     allocatable = status.get("allocatable") or {}
     watts = labels.get("gigafab.nl/gpu-power-watts")
+    healthy = (annotations or {}).get(HEALTHY_GPUS, "")
     return NodeSummary(
         name=name,
         zone=labels.get("topology.kubernetes.io/zone", ""),
         gpus=int(allocatable.get("nvidia.com/gpu", 0) or 0),
         ready=ready and not spec.get("unschedulable", False) and not _lost(spec),
         gpu_watts=int(watts) if watts and watts.isdigit() else None,
+        healthy_gpus=int(healthy) if healthy.isdigit() else None,
     )
+
+
+def usable_gpus(node: NodeSummary) -> int:
+    """GPUs of a node that can take work: none on a lost or unready node, else its Healthy ones."""
+    if not node.ready:
+        return 0
+    return node.gpus if node.healthy_gpus is None else min(node.gpus, node.healthy_gpus)
 
 
 def site_status(zone: str, lifecycle: str, nodes: Iterable[NodeSummary]) -> tuple[dict[str, Any], list[Condition]]:
@@ -50,7 +69,7 @@ def site_status(zone: str, lifecycle: str, nodes: Iterable[NodeSummary]) -> tupl
         "nodes": len(members),
         "nodesReady": len(ready),
         "gpus": sum(node.gpus for node in members),
-        "gpusHealthy": sum(node.gpus for node in ready),
+        "gpusHealthy": sum(usable_gpus(node) for node in ready),
     }
     if lifecycle == "Planned":
         readiness = Condition("Ready", False, "Planned", "the site is planned and takes no work yet")

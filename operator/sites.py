@@ -13,8 +13,10 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
 @kopf.index("", "v1", "nodes", labels={ZONE_LABEL: kopf.PRESENT})
-def node_index(name: str, labels: kopf.Labels, status: kopf.Status, spec: kopf.Spec, **_: Any) -> dict[str, NodeSummary]:
-    summary = node_summary(name, dict(labels), dict(status), dict(spec))
+def node_index(
+    name: str, labels: kopf.Labels, annotations: kopf.Annotations, status: kopf.Status, spec: kopf.Spec, **_: Any
+) -> dict[str, NodeSummary]:
+    summary = node_summary(name, dict(labels), dict(status), dict(spec), dict(annotations))
     return {summary.zone: summary}
 
 

@@ -86,6 +86,27 @@ def test_degraded_and_silent_nodes_are_tainted(kubectl: Kubectl, fault: str, tai
     eventually(lambda: taints_are(kubectl, []), timeout=30)
 
 
+def test_a_degraded_gpu_is_subtracted_from_the_sites_healthy_gpus_one_by_one(kubectl: Kubectl) -> None:
+    eventually(lambda: taints_are(kubectl, []), timeout=30)
+    gpus = kubectl.get("site", SITE)["status"]["gpus"]
+    eventually(lambda: healthy_gpus(kubectl, gpus), timeout=30)
+    assert inject(kubectl, "--xid=63", "--gpu=2").returncode == 0
+
+    def one_fewer() -> None:
+        assert kubectl.get("node", NODE)["metadata"]["annotations"]["gigafab.nl/gpus-healthy"] == "7"
+        healthy_gpus(kubectl, gpus - 1)
+        ready_nodes(kubectl, 2)  # a Degraded node still runs what it has
+
+    eventually(one_fewer, timeout=30)
+    assert inject(kubectl, "--reset", "--gpu=2").returncode == 0
+    eventually(lambda: taints_are(kubectl, []), timeout=30)
+    eventually(lambda: healthy_gpus(kubectl, gpus), timeout=30)
+
+
+def healthy_gpus(kubectl: Kubectl, count: int) -> None:
+    assert kubectl.get("site", SITE)["status"]["gpusHealthy"] == count
+
+
 def test_application_xid_changes_nothing(kubectl: Kubectl) -> None:
     eventually(lambda: taints_are(kubectl, []), timeout=30)
     assert inject(kubectl, "--xid=13").returncode == 0

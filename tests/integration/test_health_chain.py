@@ -81,3 +81,40 @@ def test_fault_and_silence_reach_etcd_as_transitions(etcd_port: int, tmp_path: P
         await gateway.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_agent_with_several_gateway_addresses_reports_to_whichever_serves(etcd_port: int, tmp_path: Path) -> None:
+    pki = Authority(tmp_path)
+    pki.ensure()
+    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    node = "de-halm-gpu-001"
+    client_pair = pki.issue_client(ClientIdentity(node, node))
+    tls = GatewayTls(served.cert, served.key, pki.pair.cert)
+
+    async def scenario() -> None:
+        etcd = aetcd.Client(host="127.0.0.1", port=etcd_port)
+        await etcd.delete_prefix(b"/gigafab/")
+        first = SiteGateway(GatewayConfig(SITE, "127.0.0.1:0", tls, etcd_port=etcd_port))
+        first_port = await first.start()
+        standby = SiteGateway(GatewayConfig(SITE, "127.0.0.1:0", tls, etcd_port=etcd_port))
+        backend = SimulatedBackend(node, count=2)
+        addresses = ["127.0.0.1:1", f"127.0.0.1:{first_port}", "127.0.0.1:0"]  # nothing listens on the first
+        agent = Agent(node, SITE, backend, addresses, AgentTls(client_pair.cert, client_pair.key, pki.pair.cert), 0.1)
+        running = asyncio.create_task(agent.run())
+
+        async def health_is(expected: str) -> bool:
+            item = await etcd.get(node_key(SITE, node))
+            return item is not None and json.loads(item.value)["health"] == expected
+
+        await until(lambda: health_is("Healthy"))
+        await first.stop()  # the site's gateway goes away; a standby takes the site on another port
+        agent.gateways[2] = f"127.0.0.1:{await standby.start()}"
+        backend.inject(Fault.XID, gpu=1, xid=79)
+        agent.poke()
+        await until(lambda: health_is("Failed"), timeout=20)
+        assert standby.service.reports > 0
+        running.cancel()
+        await standby.stop()
+        await etcd.close()
+
+    asyncio.run(scenario())

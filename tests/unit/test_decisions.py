@@ -64,6 +64,24 @@ def test_node_summary_reads_gpus_readiness_and_power() -> None:
     assert summary == NodeSummary("n1", "de-halm", 8, False, 1000)
 
 
+def test_site_counts_healthy_gpus_one_by_one_and_lost_nodes_wholly() -> None:
+    nodes = [
+        NodeSummary("whole", "z", 8, True),  # no count from the health plane yet: all its GPUs
+        NodeSummary("one-degraded", "z", 8, True, healthy_gpus=7),
+        NodeSummary("failed", "z", 8, False, healthy_gpus=7),  # NoExecute: nothing on it counts
+        NodeSummary("stale-count", "z", 4, True, healthy_gpus=8),  # never more than it has
+    ]
+    counts, _ = site_status("z", "Active", nodes)
+    assert (counts["gpus"], counts["gpusHealthy"], counts["nodesReady"]) == (28, 8 + 7 + 4, 3)
+
+
+def test_node_summary_reads_the_healthy_gpu_count_annotation() -> None:
+    labels = {"topology.kubernetes.io/zone": "z"}
+    status = {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}
+    assert node_summary("n", labels, status, {}, {"gigafab.nl/gpus-healthy": "6"}).healthy_gpus == 6
+    assert node_summary("n", labels, status, {}, {"gigafab.nl/gpus-healthy": "six"}).healthy_gpus is None
+
+
 @pytest.mark.parametrize(
     ("observed", "desired", "same"),
     [

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -158,7 +159,8 @@ def test_oversized_and_garbage_frames_are_refused(pki: Authority) -> None:
                 "/gigafab.health.v1.HealthService/Report", request_serializer=lambda b: b, response_deserializer=lambda b: b
             )
             for frame, code in (
-                (b"\xff" * 200_000, grpc.StatusCode.RESOURCE_EXHAUSTED),
+                (b"\xff" * 200_000, grpc.StatusCode.RESOURCE_EXHAUSTED),  # refused by the gateway, counted
+                (b"\xff" * 2_000_000, grpc.StatusCode.RESOURCE_EXHAUSTED),  # refused by gRPC itself
                 (b"\x0a\xff\xff\xff\xff\x0f", grpc.StatusCode.INVALID_ARGUMENT),
             ):
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -168,7 +170,7 @@ def test_oversized_and_garbage_frames_are_refused(pki: Authority) -> None:
         assert len(answers) == 1
 
     gateway, _ = asyncio.run(scenario(pki, body))
-    assert gateway.refused["malformed"] == 1
+    assert (gateway.refused["malformed"], gateway.refused["oversized"]) == (1, 1)
 
 
 def test_standard_health_service_says_serving(pki: Authority) -> None:
@@ -224,11 +226,23 @@ def test_certificates_are_reloaded_when_they_change_on_disk(pki: Authority, tmp_
 
 def test_repeated_reports_take_the_fast_path_and_a_change_does_not(pki: Authority) -> None:
     node = agent_cert(pki, "de-halm-gpu-010")
+    observed: list[int] = []
 
-    async def body(port: int) -> None:
-        await exchange(port, pki, node, *(report("de-halm-gpu-010", sequence) for sequence in range(1, 6)))
+    class CountingLedger(Ledger):
+        def observe(self, *args: Any, **kwargs: Any) -> list[Transition]:
+            observed.append(args[2])
+            return super().observe(*args, **kwargs)
 
-    gateway, _ = asyncio.run(scenario(pki, body))
-    record = gateway.ledger.nodes["de-halm-gpu-010"]
-    assert record.signature == (health_pb2.HEALTH_HEALTHY,) * len(report("de-halm-gpu-010", 1).gpus)
-    assert record.sequence == 5
+    async def main() -> None:
+        gateway = HealthGateway(CountingLedger(SITE), Recorder())
+        served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+        server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(served.cert, served.key, pki.pair.cert))
+        try:
+            repeated = [report("de-halm-gpu-010", sequence) for sequence in range(1, 6)]
+            await exchange(port, pki, node, *repeated, report("de-halm-gpu-010", 6, health_pb2.HEALTH_FAILED))
+        finally:
+            await server.stop(None)
+        assert gateway.ledger.nodes["de-halm-gpu-010"].sequence == 6
+
+    asyncio.run(main())
+    assert observed == [1, 6], "only the first report and the change are decoded into GPU reports"
