@@ -52,8 +52,12 @@ def gateway_key(site: str) -> bytes:
     return f"{site_prefix(site)}gateway".encode()
 
 
-def node_document(ledger: Ledger, node: str, transitions: Sequence[Transition], at: float) -> dict[str, Any]:
+def node_document(
+    ledger: Ledger, node: str, transitions: Sequence[Transition], at: float, clock: float | None = None
+) -> dict[str, Any]:
+    """The node's record; ``at`` is the wall-clock time and ``clock`` the ledger's clock at that time."""
     record = ledger.nodes[node]
+    heard = clock is not None and record.sequence >= 0  # a node restored from etcd has not reported yet
     reasons = {t.gpu: t.reason for t in transitions if t.node == node}
     return {
         "node": node,
@@ -63,6 +67,7 @@ def node_document(ledger: Ledger, node: str, transitions: Sequence[Transition], 
         "gpus": {str(index): health for index, health in sorted(record.gpus.items())},
         "gpuReasons": {str(index): reason for index, reason in reasons.items() if index is not None and reason},
         "changedAt": at,
+        "lastReportAt": at - (clock - record.seen) if heard and clock is not None else None,
     }
 
 
@@ -133,13 +138,13 @@ class EtcdRecords:
                 batch.set_result(None)
 
     async def _write(self, transitions: Sequence[Transition]) -> None:
-        site, at = self.ledger.site, time.time()
+        site, at, clock = self.ledger.site, time.time(), time.monotonic()
         nodes = sorted({t.node for t in transitions})
         held = self.client.transactions.value(gateway_key(site)) == self.identity
         for first in range(0, len(nodes), NODES_PER_TRANSACTION):
             puts = [
                 self.client.transactions.put(
-                    node_key(site, node), json.dumps(node_document(self.ledger, node, transitions, at)).encode()
+                    node_key(site, node), json.dumps(node_document(self.ledger, node, transitions, at, clock)).encode()
                 )
                 for node in nodes[first : first + NODES_PER_TRANSACTION]
             ]

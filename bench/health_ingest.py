@@ -180,6 +180,7 @@ def measure(gateway: psutil.Process, loads: list[psutil.Process], stats: Path, s
     return {
         "reports_per_second": round((sample["reports"] - reports_before) / elapsed, 1),
         "latency_p50_ms": round(1000 * sorted(p50s)[len(p50s) // 2], 2) if p50s else None,
+        "latency_p99_ms_median_window": round(1000 * sorted(p99s)[len(p99s) // 2], 2) if p99s else None,
         "latency_p99_ms_worst_window": round(1000 * max(p99s), 2) if p99s else None,
         "gateway_cpu_cores": round((cpu(gateway) - cpu_before) / elapsed, 2),
         "load_generators_cpu_cores": round((sum(cpu(p) for p in loads) - load_before) / elapsed, 2),

@@ -72,6 +72,9 @@ def test_fault_and_silence_reach_etcd_as_transitions(etcd_port: int, tmp_path: P
 
         backend.inject(Fault.SILENT)
         await until(lambda: health_is("Silent"))
+        silent = await stored()
+        assert silent is not None
+        assert silent["changedAt"] - silent["lastReportAt"] >= 1.0, "Silent only after silent_after without a report"
         backend.inject(Fault.RESET, gpu=3)
         agent.poke()
         await until(lambda: health_is("Healthy"))
