@@ -35,7 +35,7 @@ STRUCTURAL_KEYS = {
     "description", "type", "format", "enum", "default", "minimum", "maximum", "multipleOf",
     "minLength", "maxLength", "pattern", "minItems", "maxItems", "anyOf", "items", "properties",
     "required", "x-kubernetes-int-or-string", "x-kubernetes-list-type",
-    "x-kubernetes-list-map-keys", "x-kubernetes-validations",
+    "x-kubernetes-list-map-keys", "x-kubernetes-validations", "x-kubernetes-preserve-unknown-fields",
 }  # fmt: skip
 
 

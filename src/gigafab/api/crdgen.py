@@ -46,6 +46,7 @@ _KEY_ORDER = (
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
     "x-kubernetes-map-type",
+    "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-validations",
 )
 _DROPPED = frozenset({"title", "$defs"})
@@ -79,6 +80,8 @@ def _convert(node: Schema, definitions: Schema, refs: tuple[str, ...]) -> Schema
             continue
         if key == "additionalProperties" and value is False:
             continue  # extra="forbid"; the apiserver prunes unknown fields anyway
+        if key == "additionalProperties" and value is True and node.get("x-kubernetes-preserve-unknown-fields"):
+            continue  # a free-form object (dict[str, Any]): kept whole by preserve-unknown-fields
         if key not in _KEY_ORDER and key != "const":
             raise CrdSchemaError(f"unsupported JSON Schema keyword {key!r} in {node}")
         out[key] = _convert_value(key, value, definitions, refs)

@@ -34,12 +34,22 @@ from gigafab.api.v1alpha1.tenant import (
     TenantStatus,
     Track,
 )
+from gigafab.api.v1alpha1.workload import (
+    Criticality,
+    Failover,
+    GpuWorkload,
+    GpuWorkloadSpec,
+    GpuWorkloadStatus,
+    Placement,
+    SiteVerdict,
+    WorkloadPhase,
+)
 
 GROUP = "gigafab.nl"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-KINDS: tuple[CrdKind, ...] = (Site.crd, Tenant.crd, EgressDestination.crd)
+KINDS: tuple[CrdKind, ...] = (Site.crd, Tenant.crd, EgressDestination.crd, GpuWorkload.crd)
 """The kinds of the API, in the order their CRDs are generated."""
 
 __all__ = [
@@ -55,17 +65,24 @@ __all__ = [
     "Condition",
     "ConditionStatus",
     "CrdKind",
+    "Criticality",
     "DataClass",
     "EgressDestination",
     "EgressDestinationSpec",
     "EgressDestinationStatus",
     "EgressPort",
+    "Failover",
+    "GpuWorkload",
+    "GpuWorkloadSpec",
+    "GpuWorkloadStatus",
     "Lifecycle",
     "MemberKind",
     "MemberRole",
+    "Placement",
     "PrinterColumn",
     "Protocol",
     "Site",
+    "SiteVerdict",
     "SiteSpec",
     "SiteStatus",
     "Tenant",
@@ -74,4 +91,5 @@ __all__ = [
     "TenantSpec",
     "TenantStatus",
     "Track",
+    "WorkloadPhase",
 ]

@@ -1,0 +1,113 @@
+"""From what the operator holds in memory to placement inputs and back to objects: pure functions.
+
+``site_views`` turns Sites, the node index and the GPUs already in use into the
+snapshot ``placement.place`` judges; ``job_for`` turns a decision into the Job that
+runs the workload's replicas on the chosen site (required node affinity to its zone,
+the GPU request, owner reference, the placement epoch as a label).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gigafab.operator.placement import SiteView, free_gpus_by_node
+from gigafab.operator.site_health import NodeSummary, usable_gpus
+
+from gigafab.api.v1alpha1 import API_VERSION, GpuWorkload, SiteSpec
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+WORKLOAD_LABEL = "gigafab.nl/workload"
+EPOCH_LABEL = "gigafab.nl/epoch"
+SITE_LABEL = "gigafab.nl/site"
+GPU = "nvidia.com/gpu"
+
+
+def site_views(
+    sites: Iterable[Mapping[str, Any]],
+    nodes: Mapping[str, Iterable[NodeSummary]],
+    gpus_in_use: Mapping[str, int],
+    placed_gpus: Mapping[str, int],
+) -> list[SiteView]:
+    """One ``SiteView`` per Site body: ``nodes`` by zone, GPUs in use by node, GPUs placed by site."""
+    views = []
+    for body in sites:
+        name = str(body["metadata"]["name"])
+        spec = SiteSpec.from_body(body.get("spec"))
+        members = list(nodes.get(spec.zone or name, ()))
+        watts = max([node.gpu_watts for node in members if node.gpu_watts] or [spec.gpu_power_watts])
+        conditions = (body.get("status") or {}).get("conditions") or []
+        views.append(
+            SiteView(
+                name=name,
+                lifecycle=str(spec.lifecycle),
+                healthy=any(c.get("type") == "Healthy" and c.get("status") == "True" for c in conditions),
+                jurisdiction=spec.jurisdiction,
+                data_classes=frozenset(str(data) for data in spec.data_classes),
+                power_limit_kw=float(spec.effective_power_kw),
+                placed_power_kw=placed_gpus.get(name, 0) * watts / 1000,
+                gpu_watts=watts,
+                free_gpus=free_gpus_by_node(usable_gpus(node) - gpus_in_use.get(node.name, 0) for node in members),
+            )
+        )
+    return views
+
+
+def pod_gpus(pod_spec: Mapping[str, Any]) -> int:
+    """GPUs a pod asks for (limits, as the device plugin counts them)."""
+    total = 0
+    for container in pod_spec.get("containers") or []:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        total += int(limits.get(GPU, 0) or 0)
+    return total
+
+
+def job_name(workload: str, epoch: int) -> str:
+    return f"{workload}-e{epoch}"
+
+
+def job_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dict[str, Any]:
+    """The Job that runs every replica of the GpuWorkload ``body`` on ``site`` (zone ``zone``)."""
+    meta = body["metadata"]
+    workload = GpuWorkload.model_validate({"spec": body["spec"]})
+    template = copy.deepcopy(workload.spec.template)
+    labels = {WORKLOAD_LABEL: meta["name"], EPOCH_LABEL: str(epoch), SITE_LABEL: site}
+    pod_meta = template.setdefault("metadata", {})
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+    pod = template.setdefault("spec", {})
+    pod.setdefault("restartPolicy", "Never")
+    containers = pod.get("containers") or []
+    if containers:
+        resources = containers[0].setdefault("resources", {})
+        resources["limits"] = {**(resources.get("limits") or {}), GPU: workload.spec.gpus}
+    term = {"matchExpressions": [{"key": ZONE_LABEL, "operator": "In", "values": [zone]}]}
+    pod["affinity"] = {
+        **(pod.get("affinity") or {}),
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}},
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(meta["name"], epoch),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "GpuWorkload",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "parallelism": workload.spec.replicas,
+            "completions": workload.spec.replicas,
+            "backoffLimit": 0,
+            "template": template,
+        },
+    }
