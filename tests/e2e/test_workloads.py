@@ -38,7 +38,12 @@ def test_health_data_work_lands_on_the_certified_site_and_runs_there(kubectl: Ku
     body = eventually(placed)
     assert (body["status"]["site"], body["status"]["epoch"]) == ("niemeyer", 1)
     verdicts = {v["site"]: v["verdict"] for v in body["status"]["verdicts"]}
-    assert verdicts == {"niemeyer": "Fits", "de-halm": "NotCertified", "eemshaven": "NotCertified"}
+    # other tests of the session may have added sites; the three of the facility must read so
+    assert {site: verdicts[site] for site in ("niemeyer", "de-halm", "eemshaven")} == {
+        "niemeyer": "Fits",
+        "de-halm": "NotCertified",
+        "eemshaven": "NotCertified",
+    }
     job = kubectl.get("job", "scan-model-e1", "-n", unique)
     assert job["metadata"]["ownerReferences"][0]["kind"] == "GpuWorkload"
     assert job["spec"]["template"]["metadata"]["labels"]["gigafab.nl/epoch"] == "1"
@@ -69,6 +74,7 @@ def test_work_that_fits_nowhere_stays_pending_and_says_why(kubectl: Kubectl, uni
     verdicts = {v["site"]: v["verdict"] for v in body["status"]["verdicts"]}
     assert verdicts["eemshaven"] == "NotActive"
     assert verdicts["niemeyer"] == verdicts["de-halm"] == "NotAllowedForTenant"
+    assert "Fits" not in verdicts.values()
     events = kubectl.get("events", "-n", unique, "--field-selector", "involvedObject.name=waits")["items"]
     assert any(event["reason"] == "NoSiteFits" and event["type"] == "Warning" for event in events)
     assert kubectl.run("get", "job", "-n", unique, "-o", "name", check=False).stdout.strip() == ""
