@@ -26,7 +26,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gigafab.agents.gateway import SERVER_OPTIONS
-from health_ingest import PREFIX, SITE, cpu, loadgen, node
+from health_ingest import cpu, loadgen, node, start_loadgen
 
 from gigafab.local.pki import Authority, ClientIdentity
 
@@ -82,20 +82,8 @@ def main() -> None:
         counter = root / "frames"
         server = subprocess.Popen([sys.executable, __file__, "--serve", str(root / "pki"), str(counter)])
         time.sleep(2)
-        generator = subprocess.Popen(
-            [
-                str(binary),
-                f"-address=127.0.0.1:{PORT}",
-                f"-pki={root / 'pki'}",
-                f"-site={SITE}",
-                f"-prefix={PREFIX}",
-                f"-last={args.agents}",
-                f"-seconds={args.ramp + 20 + args.seconds + 10}",
-                f"-ramp={args.ramp}s",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        generator = start_loadgen(
+            binary, PORT, root / "pki", range(args.agents), seconds=args.ramp + 20 + args.seconds + 10, ramp=args.ramp
         )
         try:
             time.sleep(args.ramp + 20)  # everyone connected and past the first report

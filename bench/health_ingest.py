@@ -102,22 +102,14 @@ def run(args: argparse.Namespace) -> None:
                 raise SystemExit("the gateway did not start:\n" + (root / "gateway.log").read_text()[-2000:])
             share = -(-args.agents // args.generators)
             generators = [
-                subprocess.Popen(
-                    [
-                        str(binary),
-                        f"-address=127.0.0.1:{port}",
-                        f"-pki={root / 'pki'}",
-                        f"-site={SITE}",
-                        f"-prefix={PREFIX}",
-                        f"-first={first}",
-                        f"-last={min(first + share, args.agents)}",
-                        f"-gpus={args.gpus}",
-                        f"-seconds={args.warmup + args.seconds + 10}",
-                        f"-ramp={args.ramp}s",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    text=True,
+                start_loadgen(
+                    binary,
+                    port,
+                    root / "pki",
+                    range(first, min(first + share, args.agents)),
+                    seconds=args.warmup + args.seconds + 10,
+                    ramp=args.ramp,
+                    gpus=args.gpus,
                 )
                 for first in range(0, args.agents, share)
             ]
@@ -145,6 +137,29 @@ def run(args: argparse.Namespace) -> None:
             gateway.terminate()
             gateway.wait(10)
             supervisor.stop("etcd")
+
+
+def start_loadgen(
+    binary: Path, port: int, pki: Path, agents: range, *, seconds: float, ramp: float, gpus: int = 8
+) -> subprocess.Popen[str]:
+    """A load-generator process for ``agents`` (indexes), reporting to 127.0.0.1:``port``."""
+    return subprocess.Popen(
+        [
+            str(binary),
+            f"-address=127.0.0.1:{port}",
+            f"-pki={pki}",
+            f"-site={SITE}",
+            f"-prefix={PREFIX}",
+            f"-first={agents.start}",
+            f"-last={agents.stop}",
+            f"-gpus={gpus}",
+            f"-seconds={seconds}",
+            f"-ramp={ramp}s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def wait_for_everyone(stats: Path, agents: int, limit: float) -> float | None:

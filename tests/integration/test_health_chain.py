@@ -15,7 +15,7 @@ from gigafab.agents.simulated import Fault, SimulatedBackend
 from gigafab.agents.site_gateway import GatewayConfig, SiteGateway
 from gigafab.agents.tls import AgentTls, GatewayTls
 
-from gigafab.local.pki import Authority, ClientIdentity
+from gigafab.local.pki import Authority, ClientIdentity, Pair
 
 SITE = "de-halm"
 
@@ -27,12 +27,16 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> 
         await asyncio.sleep(0.05)
 
 
-def test_fault_and_silence_reach_etcd_as_transitions(etcd_port: int, tmp_path: Path) -> None:
-    pki = Authority(tmp_path)
+def certificates(directory: Path, node: str) -> tuple[Authority, Pair, Pair]:
+    """A health CA, the gateway's serving pair and ``node``'s client pair."""
+    pki = Authority(directory)
     pki.ensure()
-    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    return pki, pki.issue_server("gateway", ("localhost", "127.0.0.1")), pki.issue_client(ClientIdentity(node, node))
+
+
+def test_fault_and_silence_reach_etcd_as_transitions(etcd_port: int, tmp_path: Path) -> None:
     node = "de-halm-gpu-000"
-    client_pair = pki.issue_client(ClientIdentity(node, node))
+    pki, served, client_pair = certificates(tmp_path, node)
 
     async def scenario() -> None:
         gateway = SiteGateway(
@@ -87,11 +91,8 @@ def test_fault_and_silence_reach_etcd_as_transitions(etcd_port: int, tmp_path: P
 
 
 def test_an_agent_with_several_gateway_addresses_reports_to_whichever_serves(etcd_port: int, tmp_path: Path) -> None:
-    pki = Authority(tmp_path)
-    pki.ensure()
-    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
     node = "de-halm-gpu-001"
-    client_pair = pki.issue_client(ClientIdentity(node, node))
+    pki, served, client_pair = certificates(tmp_path, node)
     tls = GatewayTls(served.cert, served.key, pki.pair.cert)
 
     async def scenario() -> None:
