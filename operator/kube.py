@@ -24,7 +24,7 @@ _PATHS = {
     ("v1", "LimitRange"): "/api/v1/namespaces/{namespace}/limitranges",
     ("v1", "Pod"): "/api/v1/namespaces/{namespace}/pods",
     ("v1", "Event"): "/api/v1/namespaces/{namespace}/events",
-    ("batch/v1", "Job"): "/apis/batch/v1/namespaces/{namespace}/jobs",
+    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{namespace}/deployments",
     ("networking.k8s.io/v1", "NetworkPolicy"): "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
 }

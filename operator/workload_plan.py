@@ -1,9 +1,13 @@
 """From what the operator holds in memory to placement inputs and back to objects: pure functions.
 
 ``site_views`` turns Sites, the node index and the GPUs already in use into the
-snapshot ``placement.place`` judges; ``job_for`` turns a decision into the Job that
-runs the workload's replicas on the chosen site (required node affinity to its zone,
-the GPU request, owner reference, the placement epoch as a label).
+snapshot ``placement.place`` judges; ``runner_for`` turns a decision into the Deployment
+that keeps the workload's replicas running on the chosen site (required node
+affinity to its zone, the GPU request, owner reference, the placement epoch as a
+label). Its pods do not tolerate the health plane's NoExecute taints, so a GPU or
+node failure evicts them at once and the Deployment starts replacements on the
+site's healthy nodes. The strategy is Recreate: a replica is never started while
+its old copy still runs.
 """
 
 from __future__ import annotations
@@ -63,12 +67,12 @@ def pod_gpus(pod_spec: Mapping[str, Any]) -> int:
     return total
 
 
-def job_name(workload: str, epoch: int) -> str:
+def runner_name(workload: str, epoch: int) -> str:
     return f"{workload}-e{epoch}"
 
 
-def job_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dict[str, Any]:
-    """The Job that runs every replica of the GpuWorkload ``body`` on ``site`` (zone ``zone``)."""
+def runner_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dict[str, Any]:
+    """The Deployment that runs every replica of the GpuWorkload ``body`` on ``site`` (zone ``zone``)."""
     meta = body["metadata"]
     workload = GpuWorkload.model_validate({"spec": body["spec"]})
     template = copy.deepcopy(workload.spec.template)
@@ -76,7 +80,7 @@ def job_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dict[s
     pod_meta = template.setdefault("metadata", {})
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
     pod = template.setdefault("spec", {})
-    pod.setdefault("restartPolicy", "Never")
+    pod["restartPolicy"] = "Always"  # what a Deployment requires
     containers = pod.get("containers") or []
     if containers:
         resources = containers[0].setdefault("resources", {})
@@ -87,10 +91,10 @@ def job_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dict[s
         "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}},
     }
     return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {
-            "name": job_name(meta["name"], epoch),
+            "name": runner_name(meta["name"], epoch),
             "namespace": meta["namespace"],
             "labels": labels,
             "ownerReferences": [
@@ -105,9 +109,9 @@ def job_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dict[s
             ],
         },
         "spec": {
-            "parallelism": workload.spec.replicas,
-            "completions": workload.spec.replicas,
-            "backoffLimit": 0,
+            "replicas": workload.spec.replicas,
+            "selector": {"matchLabels": {WORKLOAD_LABEL: meta["name"], EPOCH_LABEL: str(epoch)}},
+            "strategy": {"type": "Recreate"},
             "template": template,
         },
     }

@@ -2,8 +2,8 @@
 
 A GpuWorkload without a site is judged by ``placement.place`` against a snapshot
 built from memory (Sites, nodes by zone, GPUs in use by gigafab pods, GPUs placed by
-site). When a site fits, the Job for the current epoch is created with the site's
-node affinity and the status says where and why; when none fits, the workload stays
+site). When a site fits, the Deployment for the current epoch is created with the
+site's node affinity and the status says where and why; when none fits, the workload stays
 Pending with every site's reason and a hint, and is judged again every 10 s. Each
 decision is an Event on the GpuWorkload and a log line.
 
@@ -20,7 +20,7 @@ from gigafab.operator import audit, conditions
 from gigafab.operator.conditions import Condition, now_rfc3339
 from gigafab.operator.placement import Decision, TenantView, WorkloadView, place
 from gigafab.operator.state import Client, first
-from gigafab.operator.workload_plan import WORKLOAD_LABEL, job_for, pod_gpus, site_views
+from gigafab.operator.workload_plan import WORKLOAD_LABEL, pod_gpus, runner_for, site_views
 
 from gigafab.api.v1alpha1 import GpuWorkloadSpec, SiteSpec
 
@@ -87,7 +87,7 @@ def place_workload(body: dict[str, Any], indexes: dict[str, Any]) -> None:
     chosen = next(site for site in sites if site["metadata"]["name"] == decision.site)
     zone = SiteSpec.from_body(chosen.get("spec")).zone or decision.site
     epoch = int((body.get("status") or {}).get("epoch") or 0) + 1
-    Client.get().ensure(job_for(body, zone, decision.site, epoch))
+    Client.get().ensure(runner_for(body, zone, decision.site, epoch))
     _write_status(
         body,
         decision,

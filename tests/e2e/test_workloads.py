@@ -1,10 +1,14 @@
-"""GpuWorkloads on the real plane: placed only where their data may go, run there as a Job,
-and Pending with every site's reason where nothing fits."""
+"""GpuWorkloads on the real plane: placed only where their data may go, run there as a
+Deployment, moved within the site when a GPU fails, and Pending with every site's reason
+where nothing fits."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
+from gigafab.local.health import control_port
 from tests.e2e.conftest import Kubectl, condition, eventually, tenant
 
 TOLERATE_FAKE_NODES = [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
@@ -44,9 +48,9 @@ def test_health_data_work_lands_on_the_certified_site_and_runs_there(kubectl: Ku
         "de-halm": "NotCertified",
         "eemshaven": "NotCertified",
     }
-    job = kubectl.get("job", "scan-model-e1", "-n", unique)
-    assert job["metadata"]["ownerReferences"][0]["kind"] == "GpuWorkload"
-    assert job["spec"]["template"]["metadata"]["labels"]["gigafab.nl/epoch"] == "1"
+    runner = kubectl.get("deployment", "scan-model-e1", "-n", unique)
+    assert runner["metadata"]["ownerReferences"][0]["kind"] == "GpuWorkload"
+    assert runner["spec"]["template"]["metadata"]["labels"]["gigafab.nl/epoch"] == "1"
 
     def running_on_niemeyer() -> None:
         pods = kubectl.get("pods", "-n", unique, "-l", "gigafab.nl/workload=scan-model")["items"]
@@ -77,4 +81,35 @@ def test_work_that_fits_nowhere_stays_pending_and_says_why(kubectl: Kubectl, uni
     assert "Fits" not in verdicts.values()
     events = kubectl.get("events", "-n", unique, "--field-selector", "involvedObject.name=waits")["items"]
     assert any(event["reason"] == "NoSiteFits" and event["type"] == "Warning" for event in events)
-    assert kubectl.run("get", "job", "-n", unique, "-o", "name", check=False).stdout.strip() == ""
+    assert kubectl.run("get", "deployments", "-n", unique, "-o", "name", check=False).stdout.strip() == ""
+
+
+def test_a_failed_gpu_moves_the_work_to_a_healthy_node_of_the_same_site(kubectl: Kubectl, unique: str) -> None:
+    kubectl.apply(tenant(unique, dataClass="health", quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
+    eventually(lambda: tenant_ready(kubectl, unique))
+    kubectl.apply(workload("steady", unique, gpus=1))  # other tests' pods may fill much of the other node
+
+    def running_node() -> str:
+        pods = kubectl.get("pods", "-n", unique, "-l", "gigafab.nl/workload=steady")["items"]
+        running = [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+        assert len(running) == 1
+        return str(running[0]["spec"]["nodeName"])
+
+    first = eventually(running_node, timeout=90)
+    assert first.startswith("niemeyer-")
+    url = f"http://127.0.0.1:{control_port(kubectl.plane.layout, 'niemeyer')}"
+    fault = [sys.executable, "-m", "gigafab", "fault", "inject", f"--node={first}", f"--control={url}"]
+    assert subprocess.run([*fault, "--xid=79", "--gpu=0"], check=False, timeout=30).returncode == 0
+    try:
+
+        def moved() -> str:
+            node = running_node()
+            assert node != first
+            return node
+
+        second = eventually(moved, timeout=90)
+        assert second.startswith("niemeyer-")
+        body = kubectl.get("gpuworkload", "steady", "-n", unique)
+        assert (body["status"]["site"], body["status"]["epoch"]) == ("niemeyer", 1), "moved within the site: same placement"
+    finally:
+        subprocess.run([*fault, "--reset", "--gpu=0"], check=False, timeout=30)

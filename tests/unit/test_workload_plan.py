@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gigafab.operator.site_health import NodeSummary
-from gigafab.operator.workload_plan import job_for, pod_gpus, site_views
+from gigafab.operator.workload_plan import pod_gpus, runner_for, site_views
 
 
 def site_body(name: str, **spec: Any) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def test_a_site_without_a_healthy_condition_is_not_healthy_and_zone_defaults_to_
     assert view.free_gpus == {4: 1}
 
 
-def test_the_job_runs_every_replica_on_the_sites_zone_with_its_gpus_and_epoch() -> None:
+def test_the_deployment_runs_every_replica_on_the_sites_zone_with_its_gpus_and_epoch() -> None:
     body = {
         "metadata": {"name": "train", "namespace": "umcg", "uid": "u-1"},
         "spec": {
@@ -48,11 +48,12 @@ def test_the_job_runs_every_replica_on_the_sites_zone_with_its_gpus_and_epoch() 
             "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
         },
     }
-    job = job_for(body, "niemeyer", "niemeyer", 2)
-    assert job["metadata"]["name"] == "train-e2"
-    assert job["metadata"]["ownerReferences"][0]["uid"] == "u-1"
-    assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (3, 3)
-    pod = job["spec"]["template"]
+    runner = runner_for(body, "niemeyer", "niemeyer", 2)
+    assert (runner["kind"], runner["metadata"]["name"]) == ("Deployment", "train-e2")
+    assert runner["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert (runner["spec"]["replicas"], runner["spec"]["strategy"]["type"]) == (3, "Recreate")
+    assert runner["spec"]["selector"]["matchLabels"] == {"gigafab.nl/workload": "train", "gigafab.nl/epoch": "2"}
+    pod = runner["spec"]["template"]
     ours = {"gigafab.nl/workload": "train", "gigafab.nl/epoch": "2", "gigafab.nl/site": "niemeyer"}
     assert pod["metadata"]["labels"] == {"app": "x", **ours}
     assert pod_gpus(pod["spec"]) == 4
