@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
             kinds.add_argument(f"--{kind.value}", dest="fault", action="store_const", const=kind.value)
     inject.add_argument("--control", help="agent control URL (default: found from the local plane by node name)")
 
+    why = commands.add_parser("why", help="where a GpuWorkload runs, or why it does not: every site's verdict")
+    why.add_argument("target", help="gpuworkload/NAME")
+    why.add_argument("-n", "--namespace", default="default")
+    why.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    why.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else the local plane's)")
+
     operator = commands.add_parser("operator", help="run the operator (kopf) against a cluster")
     operator.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
     operator.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
@@ -138,6 +144,12 @@ def _health(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _why(args: argparse.Namespace) -> int:
+    from gigafab.why import run
+
+    return run(args.target, args.namespace, args.kubeconfig, args.output)
+
+
 def _operator(args: argparse.Namespace) -> int:
     from gigafab.operator.main import run
 
@@ -153,6 +165,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "agent": _health,
     "fault": _fault,
     "operator": _operator,
+    "why": _why,
 }
 
 

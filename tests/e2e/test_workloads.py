@@ -4,6 +4,7 @@ where nothing fits."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
@@ -82,6 +83,16 @@ def test_work_that_fits_nowhere_stays_pending_and_says_why(kubectl: Kubectl, uni
     events = kubectl.get("events", "-n", unique, "--field-selector", "involvedObject.name=waits")["items"]
     assert any(event["reason"] == "NoSiteFits" and event["type"] == "Warning" for event in events)
     assert kubectl.run("get", "deployments", "-n", unique, "-o", "name", check=False).stdout.strip() == ""
+    kubeconfig = f"--kubeconfig={kubectl.plane.layout.admin_kubeconfig}"
+    why = subprocess.run(
+        [sys.executable, "-m", "gigafab", "why", "gpuworkload/waits", "-n", unique, "-o", "json", kubeconfig],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert why.returncode == 3, why.stderr  # pending
+    assert {v["site"]: v["verdict"] for v in json.loads(why.stdout)["verdicts"]}["eemshaven"] == "NotActive"
 
 
 def test_a_failed_gpu_moves_the_work_to_a_healthy_node_of_the_same_site(kubectl: Kubectl, unique: str) -> None:
