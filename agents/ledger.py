@@ -9,8 +9,8 @@ writes nothing.
 Nearly every report repeats the last one, so ``heard`` takes a report's
 ``signature`` (whatever the caller derives from it cheaply: the gateway uses the
 tuple of its GPUs' health codes) and, when it equals the last one, only moves the
-node's sequence and clock: no objects are built on that path. Nodes that still talk are kept in order of their
-last report, so a sweep looks only at the oldest ones.
+node's sequence and clock: no objects are built on that path. Nodes that still talk
+are kept in order of their last report, so a sweep looks only at the oldest ones.
 """
 
 from __future__ import annotations

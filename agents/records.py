@@ -52,12 +52,10 @@ def gateway_key(site: str) -> bytes:
     return f"{site_prefix(site)}gateway".encode()
 
 
-def node_document(
-    ledger: Ledger, node: str, transitions: Sequence[Transition], at: float, clock: float | None = None
-) -> dict[str, Any]:
+def node_document(ledger: Ledger, node: str, transitions: Sequence[Transition], at: float, clock: float) -> dict[str, Any]:
     """The node's record; ``at`` is the wall-clock time and ``clock`` the ledger's clock at that time."""
     record = ledger.nodes[node]
-    heard = clock is not None and record.sequence >= 0  # a node restored from etcd has not reported yet
+    heard = record.sequence >= 0  # a node restored from etcd has not reported yet
     reasons = {t.gpu: t.reason for t in transitions if t.node == node}
     return {
         "node": node,
@@ -67,7 +65,7 @@ def node_document(
         "gpus": {str(index): health for index, health in sorted(record.gpus.items())},
         "gpuReasons": {str(index): reason for index, reason in reasons.items() if index is not None and reason},
         "changedAt": at,
-        "lastReportAt": at - (clock - record.seen) if heard and clock is not None else None,
+        "lastReportAt": at - (clock - record.seen) if heard else None,
     }
 
 

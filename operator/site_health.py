@@ -22,6 +22,9 @@ class NodeSummary:
     """GPUs the health plane reports Healthy (``gigafab.nl/gpus-healthy``); None: all of them."""
 
 
+ZONE_LABEL = "topology.kubernetes.io/zone"
+"""The node label that says which site (zone) a node belongs to."""
+GPU_RESOURCE = "nvidia.com/gpu"
 LOST_TAINTS = frozenset({"gigafab.nl/gpu-failed", "gigafab.nl/node-silent"})
 HEALTHY_GPUS = "gigafab.nl/gpus-healthy"
 """Node annotation the operator keeps from the health plane: how many of its GPUs are Healthy."""
@@ -45,8 +48,8 @@ def node_summary(
     healthy = (annotations or {}).get(HEALTHY_GPUS, "")
     return NodeSummary(
         name=name,
-        zone=labels.get("topology.kubernetes.io/zone", ""),
-        gpus=int(allocatable.get("nvidia.com/gpu", 0) or 0),
+        zone=labels.get(ZONE_LABEL, ""),
+        gpus=int(allocatable.get(GPU_RESOURCE, 0) or 0),
         ready=ready and not spec.get("unschedulable", False) and not _lost(spec),
         gpu_watts=int(watts) if watts and watts.isdigit() else None,
         healthy_gpus=int(healthy) if healthy.isdigit() else None,

@@ -6,10 +6,8 @@ from typing import Any
 
 import kopf
 from gigafab.operator import audit, conditions
-from gigafab.operator.site_health import NodeSummary, node_summary, site_status
+from gigafab.operator.site_health import ZONE_LABEL, NodeSummary, node_summary, site_status
 from gigafab.operator.state import Client, custom_path
-
-ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
 @kopf.index("", "v1", "nodes", labels={ZONE_LABEL: kopf.PRESENT})

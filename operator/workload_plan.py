@@ -16,16 +16,15 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gigafab.operator.conditions import status_of
 from gigafab.operator.placement import SiteView, free_gpus_by_node
-from gigafab.operator.site_health import NodeSummary, usable_gpus
+from gigafab.operator.site_health import GPU_RESOURCE, ZONE_LABEL, NodeSummary, usable_gpus
 
 from gigafab.api.v1alpha1 import API_VERSION, GpuWorkload, SiteSpec
 
-ZONE_LABEL = "topology.kubernetes.io/zone"
 WORKLOAD_LABEL = "gigafab.nl/workload"
 EPOCH_LABEL = "gigafab.nl/epoch"
 SITE_LABEL = "gigafab.nl/site"
-GPU = "nvidia.com/gpu"
 
 
 def site_views(
@@ -41,12 +40,11 @@ def site_views(
         spec = SiteSpec.from_body(body.get("spec"))
         members = list(nodes.get(spec.zone or name, ()))
         watts = max([node.gpu_watts for node in members if node.gpu_watts] or [spec.gpu_power_watts])
-        conditions = (body.get("status") or {}).get("conditions") or []
         views.append(
             SiteView(
                 name=name,
                 lifecycle=str(spec.lifecycle),
-                healthy=any(c.get("type") == "Healthy" and c.get("status") == "True" for c in conditions),
+                healthy=status_of((body.get("status") or {}).get("conditions"), "Healthy") == "True",
                 jurisdiction=spec.jurisdiction,
                 data_classes=frozenset(str(data) for data in spec.data_classes),
                 power_limit_kw=float(spec.effective_power_kw),
@@ -63,7 +61,7 @@ def pod_gpus(pod_spec: Mapping[str, Any]) -> int:
     total = 0
     for container in pod_spec.get("containers") or []:
         limits = (container.get("resources") or {}).get("limits") or {}
-        total += int(limits.get(GPU, 0) or 0)
+        total += int(limits.get(GPU_RESOURCE, 0) or 0)
     return total
 
 
@@ -84,7 +82,7 @@ def runner_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dic
     containers = pod.get("containers") or []
     if containers:
         resources = containers[0].setdefault("resources", {})
-        resources["limits"] = {**(resources.get("limits") or {}), GPU: workload.spec.gpus}
+        resources["limits"] = {**(resources.get("limits") or {}), GPU_RESOURCE: workload.spec.gpus}
     term = {"matchExpressions": [{"key": ZONE_LABEL, "operator": "In", "values": [zone]}]}
     pod["affinity"] = {
         **(pod.get("affinity") or {}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,8 +47,6 @@ def exit_code(said: Mapping[str, Any]) -> int:
 
 def run(target: str, namespace: str, kubeconfig: str | None, output: str) -> int:
     """Fetch, print, and return the exit code."""
-    import sys
-
     kind, _, name = target.partition("/")
     if kind not in ("gpuworkload", "gpuworkloads", "gw") or not name:
         print(f"gigafab why: expected gpuworkload/NAME, not {target!r}", file=sys.stderr)
