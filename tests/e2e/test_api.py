@@ -15,7 +15,18 @@ def site(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "gigafab.nl/v1alpha1", "kind": "Site", "metadata": {"name": name}, "spec": body}
 
 
-@pytest.mark.parametrize("plural", ["sites", "tenants", "egressdestinations"])
+def gpu_workload(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"gpus": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}
+    body.update(spec)
+    return {
+        "apiVersion": "gigafab.nl/v1alpha1",
+        "kind": "GpuWorkload",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": body,
+    }
+
+
+@pytest.mark.parametrize("plural", ["sites", "tenants", "egressdestinations", "gpuworkloads"])
 def test_crd_is_established_with_short_names_and_category(kubectl: Kubectl, plural: str) -> None:
     crd = kubectl.get("crd", f"{plural}.gigafab.nl")
     assert crd is not None
@@ -59,6 +70,12 @@ INVALID = [
     pytest.param(destination("bad-cidr", "NL", "300.1.1.1/8"), "cidrs", id="egress-bad-cidr"),
     pytest.param(destination("bad-juris", "Netherlands", "192.0.2.0/24"), "jurisdiction", id="egress-bad-country"),
     pytest.param(destination("bad-port", "NL", "192.0.2.0/24", ports=[{"port": 70000}]), "port", id="egress-port-range"),
+    pytest.param(gpu_workload("bad-gpus", gpus=0), "gpus", id="workload-zero-gpus"),
+    pytest.param(gpu_workload("bad-replicas", replicas=0), "replicas", id="workload-zero-replicas"),
+    pytest.param(gpu_workload("bad-crit", criticality="urgent"), "criticality", id="workload-unknown-criticality"),
+    pytest.param(gpu_workload("bad-class", dataClass="secret"), "dataClass", id="workload-unknown-data-class"),
+    pytest.param(gpu_workload("bad-sites", sites=["Not_A_Site"]), "sites", id="workload-site-not-dns"),
+    pytest.param(gpu_workload("no-template", template=None), "template", id="workload-without-template"),
 ]
 
 
