@@ -2,7 +2,13 @@
 
 It reports every ``interval`` seconds and at once when a verdict changes. While the
 gateway is unreachable it keeps only the latest state (never a queue) and reconnects
-with exponential backoff and jitter, trying each gateway address in turn.
+with exponential backoff and jitter, trying each gateway address in turn. A silent
+node (the simulated ``silent`` fault: its link is down) drops its stream and does not
+reconnect until it is reset.
+
+Given a ``Fence`` (see ``fencing``), the agent keeps its stream under gRPC keepalive so
+that a dead gateway is noticed within ``Fence.blind`` seconds, and fences the node when
+contact has been lost for ``fence_after`` or when the gateway orders it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Protocol
 
 import grpc
 from gigafab.agents.classify import Health, Reading, Verdict, classify
+from gigafab.agents.fencing import Fence
 from gigafab.agents.tls import AgentTls
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -47,11 +54,23 @@ class GpuBackend(Protocol):
 VERSION = "0.1.0"
 
 
+def keepalive_seconds(fence_after: float) -> float:
+    """Keepalive interval (and timeout) of an agent's stream: a quarter of ``fence_after``, at least 1 s."""
+    return max(1.0, fence_after / 4)
+
+
 class Agent:
     """One node's agent."""
 
     def __init__(
-        self, node: str, site: str, backend: GpuBackend, gateways: Sequence[str], tls: AgentTls, interval: float = 1.0
+        self,
+        node: str,
+        site: str,
+        backend: GpuBackend,
+        gateways: Sequence[str],
+        tls: AgentTls,
+        interval: float = 1.0,
+        fence: Fence | None = None,
     ) -> None:
         self.node, self.site, self.backend = node, site, backend
         self.gateways, self.tls, self.interval = list(gateways), tls, interval
@@ -61,6 +80,7 @@ class Agent:
         self.acknowledged = 0
         self.changed = asyncio.Event()
         self.connected = False
+        self.fence = fence
 
     def sample(self) -> bool:
         """Read and classify every GPU; True when a verdict changed."""
@@ -95,10 +115,9 @@ class Agent:
     async def _reports(self) -> AsyncIterator[health_pb2.ReportRequest]:
         """Reports until the certificate files change (then the stream ends and is opened anew)."""
         stamp = self.tls.stamp()
-        while self.tls.stamp() == stamp:
-            if not self.backend.silent:
-                self.sample()
-                yield self.report()
+        while self.tls.stamp() == stamp and not self.backend.silent:
+            self.sample()
+            yield self.report()
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), self.interval)
@@ -107,23 +126,60 @@ class Agent:
         """Report now (after an injected fault)."""
         self.changed.set()
 
+    def _options(self) -> list[tuple[str, str | int]]:
+        options: list[tuple[str, str | int]] = [("grpc.ssl_target_name_override", self.tls.server_name)]
+        if self.fence is not None:
+            keepalive_ms = int(keepalive_seconds(self.fence.fence_after) * 1000)
+            options += [
+                ("grpc.keepalive_time_ms", keepalive_ms),
+                ("grpc.keepalive_timeout_ms", keepalive_ms),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
+        return options
+
+    def _answered(self, answer: health_pb2.ReportResponse) -> None:
+        self.connected = True
+        if answer.WhichOneof("directive") == "fence":
+            if self.fence is not None:
+                self.fence.ordered(f"gateway: {answer.fence.reason}")
+            return
+        if self.fence is not None:
+            self.fence.connected()
+        self.acknowledged = max(self.acknowledged, answer.ack.sequence)
+
+    async def _watch_fence(self) -> None:
+        assert self.fence is not None
+        while True:
+            self.fence.check()
+            await asyncio.sleep(0.25)
+
     async def run(self) -> None:
+        watchdog = asyncio.create_task(self._watch_fence()) if self.fence is not None else None
+        try:
+            await self._connect_forever()
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    async def _connect_forever(self) -> None:
         backoff = 0.2
         attempt = 0
         while True:
+            if self.backend.silent:
+                await asyncio.sleep(self.interval)
+                continue
             address = self.gateways[attempt % len(self.gateways)]
             attempt += 1
             try:
-                async with grpc.aio.secure_channel(
-                    address, self.tls.credentials(), options=[("grpc.ssl_target_name_override", self.tls.server_name)]
-                ) as channel:
+                async with grpc.aio.secure_channel(address, self.tls.credentials(), options=self._options()) as channel:
                     stub = health_pb2_grpc.HealthServiceStub(channel)  # type: ignore[no-untyped-call]
                     async for answer in stub.Report(self._reports()):
-                        self.connected = True
                         backoff = 0.2
-                        self.acknowledged = max(self.acknowledged, answer.ack.sequence)
+                        self._answered(answer)
             except grpc.aio.AioRpcError as failure:
                 log.info("agent %s: gateway %s: %s", self.node, address, failure.code().name)
             self.connected = False
+            if self.fence is not None:
+                self.fence.disconnected()
             await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311 - jitter, not security
             backoff = min(backoff * 2, 10.0)

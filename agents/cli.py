@@ -24,6 +24,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     gateway.add_argument("--ca", type=Path, required=True, help="CA that signs agents' certificates")
     gateway.add_argument("--etcd", default="127.0.0.1:2379", help="etcd host:port for transitions")
     gateway.add_argument("--silent-after", type=float, default=3.0, help="seconds without a report before Silent")
+    gateway.add_argument(
+        "--fence-after", type=float, default=30.0, help="seconds without etcd after which this site's agents must fence"
+    )
     gateway.add_argument("--stats-file", help="write counters and report latencies here every 2 s (benchmarks)")
 
     agent = commands.add_parser("agent", help="run simulated node agents (one per --node) in this process")
@@ -39,6 +42,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         help="nvml: this machine's real GPUs through NVML (one --node)",
     )
     agent.add_argument("--interval", type=float, default=1.0)
+    agent.add_argument(
+        "--fence-after", type=float, default=30.0, help="seconds without a gateway after which the node's workloads stop"
+    )
+    agent.add_argument("--fence-log", type=Path, help="simulated runtime: append fences to this JSON-lines file")
     agent.add_argument("--control-port", type=int, default=0, help="loopback port for `gigafab fault inject` (0: none)")
 
 
@@ -61,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             host,
             int(port),
             args.silent_after,
+            fence_after=args.fence_after,
             stats_file=args.stats_file,
         )
         asyncio.run(run_gateway(config))
@@ -72,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
 async def _agents(args: argparse.Namespace) -> None:
     import asyncio
 
-    from gigafab.agents.agent import Agent
+    from gigafab.agents.agent import Agent, keepalive_seconds
     from gigafab.agents.control import FaultControl
+    from gigafab.agents.fencing import Fence, SimulatedRuntime
     from gigafab.agents.simulated import SimulatedBackend
     from gigafab.agents.tls import AgentTls
 
@@ -85,6 +94,7 @@ async def _agents(args: argparse.Namespace) -> None:
             args.gateway,
             AgentTls(args.pki / f"{node}.crt", args.pki / f"{node}.key", args.pki / "ca.crt"),
             args.interval,
+            Fence(SimulatedRuntime(node, args.fence_log), args.fence_after, 2 * keepalive_seconds(args.fence_after)),
         )
         for node in args.node
     }

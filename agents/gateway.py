@@ -8,6 +8,10 @@ every report whose change has been recorded; a report that repeats the last stat
 taken silently (at 10,000 agents an answer to each would cost as much as the reports
 themselves). Whatever it refuses is counted by reason, and the stream is ended with
 the matching gRPC status; the server itself keeps serving everyone else.
+
+While ``fence_reason`` is set (the gateway lost etcd, see ``records``) every report is
+answered with a ``Fence`` directive; once it is cleared, each stream that was told to
+fence gets an acknowledgement, which lifts the agent's fence.
 """
 
 from __future__ import annotations
@@ -47,8 +51,12 @@ SERVER_OPTIONS = (
     # ... and cancels those it has not taken within 30 s; under such a storm, wait longer
     # rather than make every agent reconnect and try again.
     ("grpc.server_max_unrequested_time_in_server", 300),
+    # agents that fence keep their stream under keepalive (a PING every second or more);
+    # the default policy would call that abuse and close their connections
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
 )
-Sink = Callable[[Sequence[Transition]], Awaitable[None]]
+Sink = Callable[[Sequence[Transition]], Awaitable[bool | None]]
+"""Records transitions; False when they could not be recorded now."""
 HEALTH_NAMES = {
     health_pb2.HEALTH_HEALTHY: "Healthy",
     health_pb2.HEALTH_DEGRADED: "Degraded",
@@ -94,13 +102,15 @@ class HealthGateway(service.HealthServiceServicer):
         self.reports = 0
         self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)
         """Seconds from a report's ``sent_at`` to its state in the ledger (latest reports)."""
+        self.fence_reason: str | None = None
+        """Set while the site's agents must fence (the gateway has no contact with etcd)."""
 
     async def Report(
         self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[health_pb2.ReportResponse]:
         identities = context.auth_context().get("x509_common_name", [])
         speaker = identities[0].decode() if identities else ""
-        first = True
+        first, told_to_fence = True, False
         try:
             async for request in request_iterator:
                 node = request.node
@@ -121,10 +131,14 @@ class HealthGateway(service.HealthServiceServicer):
                 sent = request.sent_at
                 if sent.seconds:
                     self.latencies.append(time.time() - sent.seconds - sent.nanos / 1e9)
+                recorded = True
                 if transitions:
-                    await self.sink(transitions)
-                if transitions or first:
-                    first = False
+                    recorded = await self.sink(transitions) is not False
+                if self.fence_reason is not None:
+                    told_to_fence = True
+                    yield health_pb2.ReportResponse(fence=health_pb2.Fence(reason=self.fence_reason))
+                elif (transitions and recorded) or first or told_to_fence:
+                    first = told_to_fence = False
                     yield health_pb2.ReportResponse(ack=health_pb2.Acknowledgement(sequence=request.sequence))
         except DecodeError as garbage:  # a frame that is not a ReportRequest ends the stream
             self.refused["malformed"] += 1

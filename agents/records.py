@@ -2,9 +2,10 @@
 
 Keys (prefix ``/gigafab/health/v1/sites/<site>/``):
 
-- ``gateway`` — who serves the site, attached to a lease the gateway keeps alive;
-  when the gateway dies the key goes with its lease, and the operator sees the site's
-  health plane lost.
+- ``gateway`` — who serves the site (JSON: ``identity``, lease ``ttl``, ``fenceAfter``),
+  attached to a lease the gateway keeps alive; when the gateway dies or is cut off,
+  the key goes with its lease, and the operator sees the site's health plane lost.
+  The gateway's last contact is then at most ``ttl`` before the key went.
 - ``nodes/<node>`` — the node's current health and that of its GPUs, as JSON,
   written only when something changed (a transition). Not on the lease: a restarted
   gateway rebuilds its ledger from these keys and writes no false transition.
@@ -18,6 +19,12 @@ together into the next one (at most ``NODES_PER_TRANSACTION`` nodes per transact
 under etcd's default limit of 128 operations). A quiet gateway writes at once; one
 whose whole site reconnects or falls silent writes a few large transactions instead
 of ten thousand small ones.
+
+A gateway that cannot reach etcd keeps serving its agents. Transitions it could not
+write are kept and written once it has its key again (a new lease, if the old one
+expired meanwhile); and from ``fence_after - FENCE_NOTICE`` seconds after its last
+contact it tells its agents to fence (``fence_reason``): the operator may move the
+site's work once ``fence_after`` has passed, so by then nothing may run there.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +42,10 @@ from gigafab.agents.ledger import Ledger, Transition
 
 PREFIX = "/gigafab/health/v1/sites"
 NODES_PER_TRANSACTION = 100
+FENCE_NOTICE = 1.5
+"""Seconds before its fence deadline a gateway out of contact tells its agents: they hear
+it with the answer to their next report (1 s apart) and stop their work at once."""
+log = logging.getLogger("gigafab.gateway")
 
 
 class LeaseLost(RuntimeError):
@@ -72,11 +84,16 @@ def node_document(ledger: Ledger, node: str, transitions: Sequence[Transition], 
 class EtcdRecords:
     """The gateway's writer: holds the lease and writes transitions in transactions."""
 
-    def __init__(self, client: aetcd.Client, ledger: Ledger, identity: str, ttl: int = 5) -> None:
+    def __init__(self, client: aetcd.Client, ledger: Ledger, identity: str, ttl: int = 5, fence_after: float = 4.0) -> None:
         self.client = client
         self.ledger = ledger
-        self.identity = identity.encode()
+        self.identity = json.dumps({"identity": identity, "ttl": ttl, "fenceAfter": fence_after}).encode()
         self.ttl = ttl
+        self.fence_after = fence_after
+        self.contact = time.monotonic()
+        """When etcd last confirmed this gateway's lease."""
+        self.dirty: set[str] = set()
+        """Nodes whose last transition could not be written (no contact)."""
         self.lease: aetcd.Lease | None = None
         self._keeper: asyncio.Task[None] | None = None
         self.writes = 0
@@ -89,8 +106,16 @@ class EtcdRecords:
         """Take the lease and the gateway key, restore the ledger, keep the lease alive."""
         self.lease = await self.client.lease(self.ttl)
         await self.client.put(gateway_key(self.ledger.site), self.identity, lease=self.lease)
+        self.contact = time.monotonic()
         await self.restore()
         self._keeper = asyncio.create_task(self._keep_alive())
+
+    def fence_reason(self, now: float) -> str | None:
+        """Why the site's agents must fence now, or None while this gateway has contact."""
+        silent_for = now - self.contact
+        if silent_for < self.fence_after - FENCE_NOTICE:
+            return None
+        return f"gateway of {self.ledger.site} has had no contact with etcd for {silent_for:.1f} s"
 
     async def restore(self) -> None:
         now = time.monotonic()
@@ -100,10 +125,39 @@ class EtcdRecords:
             self.ledger.restore(document["node"], document["health"], gpus, now)
 
     async def _keep_alive(self) -> None:
-        assert self.lease is not None
         while True:
             await asyncio.sleep(self.ttl / 3)
-            await self.lease.refresh()
+            try:
+                await asyncio.wait_for(self._refresh(), self.ttl / 3)
+                if self.dirty:
+                    await asyncio.wait_for(self._flush(), self.ttl)
+            except (aetcd.ClientError, TimeoutError, LeaseLost) as failure:
+                log.warning("gateway of %s: no contact with etcd: %r", self.ledger.site, failure)
+
+    async def _refresh(self) -> None:
+        """Keep the lease alive and check the gateway key is still ours; take it again if it went."""
+        assert self.lease is not None
+        reply = await self.lease.refresh()
+        if reply is None or reply.TTL <= 0:  # expired while we were cut off (and the key with it)
+            self.lease = await self.client.lease(self.ttl)
+        key, transactions = gateway_key(self.ledger.site), self.client.transactions
+        held, _ = await self.client.transaction(compare=[transactions.value(key) == self.identity], success=[], failure=[])
+        if not held:
+            take = transactions.put(key, self.identity, lease=self.lease)
+            taken, _ = await self.client.transaction(compare=[transactions.create(key) == 0], success=[take], failure=[])
+            if not taken:
+                raise LeaseLost(f"another gateway serves {self.ledger.site} now")
+            log.warning("gateway of %s: took the gateway key again after losing it", self.ledger.site)
+            self.dirty.update(self.ledger.nodes)  # what the operator saw was lost with us: say it all again
+        self.contact = time.monotonic()
+
+    async def _flush(self) -> None:
+        nodes, self.dirty = self.dirty, set()
+        try:
+            await self._write_nodes(sorted(nodes), ())
+        except BaseException:
+            self.dirty.update(nodes)
+            raise
 
     async def stop(self, *, revoke: bool = True) -> None:
         if self._keeper is not None:
@@ -113,15 +167,22 @@ class EtcdRecords:
         if revoke and self.lease is not None:
             await self.lease.revoke()
 
-    async def __call__(self, transitions: Sequence[Transition]) -> None:
-        """Write the nodes these transitions touched; returns once they are in etcd."""
+    async def __call__(self, transitions: Sequence[Transition]) -> bool:
+        """Write the nodes these transitions touched; True once they are in etcd, False when they
+        could not be written now (they are written when contact is back)."""
         if self._batch is None:
             self._batch = asyncio.get_running_loop().create_future()
         batch = self._batch
         self._waiting.extend(transitions)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches())
-        await asyncio.shield(batch)
+        try:
+            await asyncio.shield(batch)
+        except (aetcd.ClientError, TimeoutError, LeaseLost) as failure:
+            self.dirty.update(t.node for t in transitions)
+            log.warning("gateway of %s: transitions kept for later: %r", self.ledger.site, failure)
+            return False
+        return True
 
     async def _write_batches(self) -> None:
         await asyncio.sleep(0)  # let the reports that arrived together join this batch
@@ -129,15 +190,17 @@ class EtcdRecords:
             batch, transitions = self._batch, self._waiting
             self._batch, self._waiting = None, []
             try:
-                await self._write(transitions)
+                await asyncio.wait_for(self._write(transitions), self.ttl)
             except Exception as failure:  # handed to every writer waiting for this batch
                 batch.set_exception(failure)
             else:
                 batch.set_result(None)
 
     async def _write(self, transitions: Sequence[Transition]) -> None:
+        await self._write_nodes(sorted({t.node for t in transitions}), transitions)
+
+    async def _write_nodes(self, nodes: Sequence[str], transitions: Sequence[Transition]) -> None:
         site, at, clock = self.ledger.site, time.time(), time.monotonic()
-        nodes = sorted({t.node for t in transitions})
         held = self.client.transactions.value(gateway_key(site)) == self.identity
         for first in range(0, len(nodes), NODES_PER_TRANSACTION):
             puts = [

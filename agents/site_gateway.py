@@ -33,6 +33,8 @@ class GatewayConfig:
     etcd_port: int = 2379
     silent_after: float = 3.0
     lease_ttl: int = 5
+    fence_after: float = 4.0
+    """Seconds without contact after which the site's agents stop their workloads."""
     stats_file: str | None = None
     """Where to write counters and latencies every 2 s, as JSON (for benchmarks)."""
 
@@ -42,14 +44,15 @@ class SiteGateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.client = aetcd.Client(host=config.etcd_host, port=config.etcd_port)
+        self.client = aetcd.Client(host=config.etcd_host, port=config.etcd_port, timeout=config.lease_ttl)
         self.ledger = Ledger(config.site, config.silent_after)
         identity = f"{socket.gethostname()}/{config.site}/{time.time_ns()}"
-        self.records = EtcdRecords(self.client, self.ledger, identity, ttl=config.lease_ttl)
+        self.records = EtcdRecords(self.client, self.ledger, identity, ttl=config.lease_ttl, fence_after=config.fence_after)
         self.service = HealthGateway(self.ledger, self.records)
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[bool]] = set()
         self.silenced = 0
         """Nodes turned Silent since start."""
 
@@ -84,10 +87,14 @@ class SiteGateway:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
-            silent = self.ledger.sweep(time.monotonic())
+            now = time.monotonic()
+            self.service.fence_reason = self.records.fence_reason(now)
+            silent = self.ledger.sweep(now)
             self.silenced += len(silent)
-            if silent:
-                await self.records(silent)
+            if silent:  # written in the background: without contact a write waits, the sweep must not
+                writing = asyncio.create_task(self.records(silent))
+                self._writes.add(writing)
+                writing.add_done_callback(self._writes.discard)
 
     async def stop(self) -> None:
         if self._sweeper is not None:

@@ -31,7 +31,8 @@ def test_only_transitions_are_written_under_a_held_gateway_key(etcd_port: int) -
         ledger = Ledger(SITE)
         records = EtcdRecords(client, ledger, "gateway-a", ttl=2)
         await records.start()
-        assert (await client.get(gateway_key(SITE))).value == b"gateway-a"
+        held = json.loads((await client.get(gateway_key(SITE))).value)
+        assert held == {"identity": "gateway-a", "ttl": 2, "fenceAfter": 4.0}
         for sequence in range(1, 20):
             transitions = ledger.observe("n1", SITE, sequence, OK, now=float(sequence))
             if transitions:
@@ -72,9 +73,11 @@ def test_a_gateway_that_lost_its_key_cannot_write(etcd_port: int) -> None:
         await old.start()
         new = EtcdRecords(client, Ledger(SITE), "gateway-new")
         await new.start()
-        with pytest.raises(LeaseLost):
-            await old(old.ledger.observe("n1", SITE, 1, OK, now=0.0))
+        assert await old(old.ledger.observe("n1", SITE, 1, OK, now=0.0)) is False
         assert (await client.get(node_key(SITE, "n1"))) is None
+        assert old.dirty == {"n1"}, "what could not be written is kept for later"
+        with pytest.raises(LeaseLost):
+            await old._refresh()  # its lease lives, but the key is the new gateway's: never overwritten
         await old.stop(revoke=False)
         await new.stop()
 
@@ -98,6 +101,29 @@ def test_transitions_arriving_together_are_group_committed_in_transactions_etcd_
         stored = await client.get_prefix(f"/gigafab/health/v1/sites/{SITE}/nodes/".encode())
         silent = [json.loads(item.value)["health"] for item in stored]
         assert silent == ["Silent"] * 250
+        await records.stop()
+
+    run(etcd_port, scenario)
+
+
+def test_a_gateway_whose_lease_expired_takes_its_key_again_and_writes_what_it_kept(etcd_port: int) -> None:
+    async def scenario(client: aetcd.Client) -> None:
+        await client.delete_prefix(b"/gigafab/")
+        ledger = Ledger(SITE)
+        records = EtcdRecords(client, ledger, "gateway-a", ttl=2)
+        await records.start()
+        await records(ledger.observe("n1", SITE, 1, OK, now=0.0))
+        assert records.lease is not None
+        await client.revoke_lease(records.lease.id)  # as if cut off for longer than the TTL
+        assert (await client.get(gateway_key(SITE))) is None
+        assert await records(ledger.observe("n1", SITE, 2, [GpuReport(0, FAILED, "XID 79"), GpuReport(1, HEALTHY)], 1.0)) is False
+        assert records.fence_reason(records.contact + 3.0) is not None, "out of contact near fenceAfter: fence"
+        await asyncio.sleep(2.5)  # the keeper finds the lease gone, takes the key again and writes everything
+        assert json.loads((await client.get(gateway_key(SITE))).value)["identity"] == "gateway-a"
+        stored = json.loads((await client.get(node_key(SITE, "n1"))).value)
+        assert stored["health"] == FAILED
+        assert records.dirty == set()
+        assert records.fence_reason(records.contact) is None
         await records.stop()
 
     run(etcd_port, scenario)
