@@ -46,7 +46,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "--fence-after", type=float, default=30.0, help="seconds without a gateway after which the node's workloads stop"
     )
     agent.add_argument("--fence-log", type=Path, help="simulated runtime: append fences to this JSON-lines file")
-    agent.add_argument("--control-port", type=int, default=0, help="loopback port for `gigafab fault inject` (0: none)")
+    agent.add_argument("--control-port", type=int, default=0, help="port for `gigafab fault inject` (0: none)")
+    agent.add_argument("--control-host", default="127.0.0.1", help="address for fault injection (a site namespace's own)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,5 +100,5 @@ async def _agents(args: argparse.Namespace) -> None:
         for node in args.node
     }
     if args.control_port:
-        await FaultControl(agents).serve(args.control_port)
+        await FaultControl(agents).serve(args.control_port, args.control_host)
     await asyncio.gather(*(agent.run() for agent in agents.values()))

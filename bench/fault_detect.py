@@ -27,7 +27,7 @@ from gigafab.agents.control import inject
 from gigafab.agents.records import PREFIX, node_key
 from kubernetes import client, config
 
-from gigafab.local.health import control_port
+from gigafab.local.health import control_url
 from gigafab.local.layout import Layout
 from gigafab.local.plane import Plane
 
@@ -72,7 +72,7 @@ def tainted(core: client.CoreV1Api, node: str, key: str = "gigafab.nl/gpu-failed
 async def one_fault(
     etcd: aetcd.Client, core: client.CoreV1Api, layout: Layout, site: str, node: str, number: int, timeout: float
 ) -> tuple[float, float]:
-    url = f"http://127.0.0.1:{control_port(layout, site)}"
+    url = control_url(layout, site)
     gpu = number % GPUS
     started = time.monotonic()
     inject(url, {"node": node, "gpu": gpu, **FAILING[number % len(FAILING)]})
@@ -91,7 +91,7 @@ async def one_fault(
 
 async def silence(etcd: aetcd.Client, layout: Layout, site: str, node: str, timeout: float) -> tuple[float, float]:
     """Seconds from the agent going quiet, and from its first missed report, to Silent in etcd."""
-    url = f"http://127.0.0.1:{control_port(layout, site)}"
+    url = control_url(layout, site)
     await asyncio.sleep(random.random())  # a random moment of the agent's 1 s report interval
     started, wall = time.monotonic(), time.time()
     inject(url, {"node": node, "fault": "silent"})

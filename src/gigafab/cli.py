@@ -9,6 +9,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gigafab.local.plane import Plane
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     local_commands.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
     local_commands.add_parser("build", help="build the control-plane binaries into the cache (first time only)")
+    links = (("cut", "cut a site's health plane off the rest (its uplink fails)"), ("restore", "reconnect a cut site"))
+    for verb, words in links:
+        link = local_commands.add_parser(verb, help=words)
+        link.add_argument("site", help="niemeyer, de-halm or eemshaven")
 
     from gigafab.agents.cli import add_commands
     from gigafab.agents.simulated import Fault
@@ -95,6 +103,8 @@ def _local(args: argparse.Namespace) -> int:
                 ports = ",".join(str(p) for p in row["ports"])  # type: ignore[attr-defined]
                 print(f"{name:26}{state:10}{row['pid'] or '-':>8}  {ports}")
         return 0 if all(row["running"] for row in report.values()) else 3
+    elif args.action in ("cut", "restore"):
+        return _link(plane, args.action, args.site)
     elif args.action == "build":
         from gigafab.local.toolchain import ensure_binaries
 
@@ -104,9 +114,25 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _link(plane: Plane, action: str, site: str) -> int:
+    from gigafab.local import health, sitenet
+    from gigafab.local.layout import SITES
+
+    if site not in SITES:
+        print(f"gigafab: no site {site!r} in the local plane; sites: {', '.join(SITES)}", file=sys.stderr)
+        return 2
+    net = health.network(plane.layout, site)
+    if net is None or not sitenet.exists(net):
+        print("gigafab: only a site whose health plane runs in a network namespace can be cut (root, iproute2)", file=sys.stderr)
+        return 1
+    (sitenet.cut if action == "cut" else sitenet.restore)(net)
+    print(f"{site}: {'cut off' if action == 'cut' else 'reconnected'} ({net.host_link} {'down' if action == 'cut' else 'up'})")
+    return 0
+
+
 def _fault(args: argparse.Namespace) -> int:
     from gigafab.agents.control import inject
-    from gigafab.local.health import control_port
+    from gigafab.local.health import control_url
     from gigafab.local.layout import SITES, Layout
 
     url = args.control
@@ -115,7 +141,7 @@ def _fault(args: argparse.Namespace) -> int:
         if site is None:
             print(f"gigafab: cannot tell the site of {args.node}; pass --control", file=sys.stderr)
             return 2
-        url = f"http://127.0.0.1:{control_port(Layout.default(), site)}"
+        url = control_url(Layout.default(), site)
     order = {"node": args.node, "gpu": args.gpu, "fault": "xid" if args.xid is not None else args.fault, "xid": args.xid or 0}
     try:
         status, message = inject(url, order)

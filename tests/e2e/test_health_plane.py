@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from gigafab.local.health import control_port
+from gigafab.local.health import control_url
 from tests.e2e.conftest import Kubectl, eventually
 
 SITE, NODE = "de-halm", "de-halm-gpu-001"
 
 
 def inject(kubectl: Kubectl, *fault: str, node: str = NODE) -> subprocess.CompletedProcess[str]:
-    url = f"http://127.0.0.1:{control_port(kubectl.plane.layout, SITE)}"
+    url = control_url(kubectl.plane.layout, SITE)
     return subprocess.run(
         [sys.executable, "-m", "gigafab", "fault", "inject", f"--node={node}", f"--control={url}", *fault],
         capture_output=True,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
-from gigafab.local.health import control_port
+from gigafab.local.health import control_url
 from tests.e2e.conftest import Kubectl, condition, eventually, tenant
 
 TOLERATE_FAKE_NODES = [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
@@ -108,7 +108,7 @@ def test_a_failed_gpu_moves_the_work_to_a_healthy_node_of_the_same_site(kubectl:
 
     first = eventually(running_node, timeout=90)
     assert first.startswith("niemeyer-")
-    url = f"http://127.0.0.1:{control_port(kubectl.plane.layout, 'niemeyer')}"
+    url = control_url(kubectl.plane.layout, "niemeyer")
     fault = [sys.executable, "-m", "gigafab", "fault", "inject", f"--node={first}", f"--control={url}"]
     assert subprocess.run([*fault, "--xid=79", "--gpu=0"], check=False, timeout=30).returncode == 0
     try:

@@ -6,7 +6,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gigafab.local.layout import Layout
@@ -44,16 +44,18 @@ def http_ok(url: str, *, ca: Path | None = None, client: Pair | None = None) -> 
     return probe
 
 
-def etcd(layout: Layout) -> Component:
+def etcd(layout: Layout, site_hosts: Sequence[str] = ()) -> Component:
+    """etcd on loopback and, for the site gateways in their namespaces, on the host side of each site's link."""
     ports = layout.ports
     peer = f"http://127.0.0.1:{ports.etcd_peer}"
+    listen = ",".join([layout.etcd_url, *(f"http://{host}:{ports.etcd_client}" for host in site_hosts)])
     return Component(
         "etcd",
         [
             _etcd_binary(),
             "--name=gigafab",
             f"--data-dir={layout.etcd_data}",
-            f"--listen-client-urls={layout.etcd_url}",
+            f"--listen-client-urls={listen}",
             f"--advertise-client-urls={layout.etcd_url}",
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",

@@ -1,25 +1,50 @@
 """The health plane of the local control plane: a gateway and a process of simulated
-agents per site, with their own CA (agents' certificates are no use to the apiserver)."""
+agents per site, with their own CA (agents' certificates are no use to the apiserver).
+
+Each site's pair runs in the site's network namespace when one can be made (see
+``sitenet``), so that a site can be cut off; agents fence after ``FENCE_AFTER`` seconds
+without their gateway, and record it in ``<state>/fences/<site>.jsonl``."""
 
 from __future__ import annotations
 
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from gigafab.local import sitenet
 from gigafab.local.layout import SITES, Layout
 from gigafab.local.nodes import node_name
 from gigafab.local.pki import Authority, ClientIdentity
 from gigafab.local.processes import Component
 
+FENCE_AFTER = 4.0
+"""Seconds without contact after which a site's agents stop its work (short, for the demo)."""
 
-def tcp_open(port: int) -> Callable[[], bool]:
+
+def tcp_open(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
     def probe() -> bool:
         with socket.socket() as connection:
             connection.settimeout(1)
-            return connection.connect_ex(("127.0.0.1", port)) == 0
+            return connection.connect_ex((host, port)) == 0
 
     return probe
+
+
+def network(layout: Layout, site: str) -> sitenet.SiteNet | None:
+    """The site's network namespace, when this machine can make one."""
+    return sitenet.site_net(site, gateway_port(layout, site)) if sitenet.available() else None
+
+
+def control_url(layout: Layout, site: str) -> str:
+    """Where the site's simulated agents take fault orders."""
+    net = network(layout, site)
+    host = net.inner_ip if net is not None and sitenet.exists(net) else "127.0.0.1"
+    return f"http://{host}:{control_port(layout, site)}"
+
+
+def fence_log(layout: Layout, site: str) -> Path:
+    return layout.state / "fences" / f"{site}.jsonl"
 
 
 def gateway_port(layout: Layout, site: str) -> int:
@@ -53,6 +78,13 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
     for site in SITES:
         served = authority.issue_server(f"gateway-{site}", ("localhost", "127.0.0.1"))
         port = gateway_port(layout, site)
+        net = network(layout, site)
+        if net is not None:
+            sitenet.ensure(net)
+        inside = net.namespace if net is not None else None
+        etcd_host = net.host_ip if net is not None else "127.0.0.1"
+        reachable = net.inner_ip if net is not None else "127.0.0.1"
+        fence_log(layout, site).parent.mkdir(parents=True, exist_ok=True)
         built[f"gateway-{site}"] = Component(
             f"gateway-{site}",
             [
@@ -61,13 +93,15 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
                 "gigafab",
                 "gateway",
                 f"--site={site}",
-                f"--listen=127.0.0.1:{port}",
+                f"--listen={'0.0.0.0' if net is not None else '127.0.0.1'}:{port}",  # noqa: S104 - inside the site's namespace
                 f"--cert={served.cert}",
                 f"--key={served.key}",
                 f"--ca={authority.pair.cert}",
-                f"--etcd=127.0.0.1:{layout.ports.etcd_client}",
+                f"--etcd={etcd_host}:{layout.ports.etcd_client}",
+                f"--fence-after={FENCE_AFTER:g}",
             ],
-            tcp_open(port),
+            tcp_open(port, reachable),
+            netns=inside,
         )
         nodes = [node_name(site, index) for index in range(nodes_per_site)]
         for node in nodes:
@@ -84,8 +118,12 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
                 f"--pki={agents_dir}",
                 f"--gpus={gpus_per_node}",
                 f"--control-port={control_port(layout, site)}",
+                f"--control-host={'0.0.0.0' if net is not None else '127.0.0.1'}",  # noqa: S104 - inside the namespace
+                f"--fence-after={FENCE_AFTER:g}",
+                f"--fence-log={fence_log(layout, site)}",
                 *(f"--node={node}" for node in nodes),
             ],
-            tcp_open(control_port(layout, site)),
+            tcp_open(control_port(layout, site), reachable),
+            netns=inside,
         )
     return built

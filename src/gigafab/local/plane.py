@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from gigafab.local import components, health, toolchain
+from gigafab.local import components, health, sitenet, toolchain
 from gigafab.local.kubeconfig import write_kubeconfig
 from gigafab.local.layout import SITES, Layout, repo_root
 from gigafab.local.nodes import gpu_node, kwok_stage_file
@@ -118,8 +118,10 @@ class Plane:
             )
         sa_key = ensure_service_account_key(layout.pki)
         stages = kwok_stage_file(layout.state / "kwok-stages.yaml")
+        nets = [health.network(layout, site) for site in SITES] if options.health else []
+        site_hosts = [net.host_ip for net in nets if net is not None]
         built = {
-            "etcd": lambda: components.etcd(layout),
+            "etcd": lambda: components.etcd(layout, site_hosts),
             "kube-apiserver": lambda: components.apiserver(layout, serving, pairs["admin"], sa_key),
             "kube-controller-manager": lambda: components.controller_manager(layout, sa_key),
             "kube-scheduler": lambda: components.scheduler(layout),
@@ -180,6 +182,10 @@ class Plane:
     # -- down and status -----------------------------------------------------
     def down(self, *, purge: bool = False) -> list[str]:
         stopped = [name for name in reversed(ORDER) if self.supervisor.stop(name)]
+        for site in SITES:
+            net = health.network(self.layout, site)
+            if net is not None:
+                sitenet.remove(net)
         if purge and self.layout.state.exists():
             shutil.rmtree(self.layout.state)
         return stopped

@@ -31,6 +31,8 @@ class Component:
     ready: Callable[[], bool]
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout: float = 60.0
+    netns: str | None = None
+    """Network namespace (under /run/netns) to run in."""
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -98,6 +100,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env={**os.environ, **component.env},
+                preexec_fn=_enter(component.netns) if component.netns else None,  # noqa: PLW1509 - setns only
             )
         self._pidfile(component.name).write_text(f"{process.pid}\n{component.argv[0]}")
         deadline = time.monotonic() + component.ready_timeout
@@ -130,6 +133,12 @@ class Supervisor:
             while _alive(pid):
                 time.sleep(0.05)
         return True
+
+
+def _enter(namespace: str) -> Callable[[], None]:
+    from gigafab.local.sitenet import enter
+
+    return enter(namespace)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
