@@ -165,6 +165,15 @@ class EtcdRecords:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
         if revoke and self.lease is not None:
+            # say so first: the operator then counts contact until now, not until a lease's TTL earlier
+            stopping = {**json.loads(self.identity), "stopping": True}
+            key, transactions = gateway_key(self.ledger.site), self.client.transactions
+            with contextlib.suppress(aetcd.ClientError, TimeoutError):
+                await self.client.transaction(
+                    compare=[transactions.value(key) == self.identity],
+                    success=[transactions.put(key, json.dumps(stopping).encode(), lease=self.lease)],
+                    failure=[],
+                )
             await self.lease.revoke()
 
     async def __call__(self, transitions: Sequence[Transition]) -> bool:

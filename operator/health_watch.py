@@ -9,6 +9,12 @@ its Healthy GPUs in the ``gigafab.nl/gpus-healthy`` annotation (which the Site c
 A second loop re-decides nodes that are waiting out their quiet period; until a node
 is trusted again its count stays that of the worse state.
 
+It also watches each site's ``gateway`` key. When a key goes (the gateway died or was
+cut off and its lease ran out) every node of that site is treated as Silent: nobody
+can vouch for it any more. The site's contact goes into ``site_contact.CONTACTS``,
+from which the failover loop knows when the site's work is fenced. When the key comes
+back, the site's node records are read again.
+
 Enabled when the operator is given ``--etcd host:port`` (``$GIGAFAB_HEALTH_ETCD``).
 """
 
@@ -29,6 +35,7 @@ from gigafab.operator import audit
 from gigafab.operator.conditions import now_rfc3339
 from gigafab.operator.kube import Kube
 from gigafab.operator.node_health import TRUST_AFTER, Applied, condition_for, decide, taints_for
+from gigafab.operator.site_contact import CONTACTS, DEFAULT_FENCE_AFTER, Contacts
 from gigafab.operator.site_health import HEALTHY_GPUS
 from gigafab.operator.state import Client
 
@@ -39,9 +46,11 @@ ENV = "GIGAFAB_HEALTH_ETCD"
 class NodeHealthSync:
     """Keeps Nodes in step with the health recorded in etcd."""
 
-    def __init__(self, kube: Kube, trust_after: float = TRUST_AFTER) -> None:
+    def __init__(self, kube: Kube, trust_after: float = TRUST_AFTER, contacts: Contacts = CONTACTS) -> None:
         self.kube = kube
         self.trust_after = trust_after
+        self.contacts = contacts
+        self.site_of: dict[str, str] = {}
         self.applied: dict[str, Applied] = {}
         self.reported: dict[str, tuple[str, str]] = {}
         self.reported_gpus: dict[str, int] = {}
@@ -50,6 +59,19 @@ class NodeHealthSync:
         self.written: set[str] = set()
 
     def observe(self, document: dict[str, Any], now: float) -> None:
+        node = document["node"]
+        self.site_of[node] = document.get("site", "")
+        self.contacts.node_heard(self.site_of[node], node, document["health"], document.get("lastReportAt"), time.time())
+        self._take(document, now)
+
+    def site_lost(self, site: str, now: float) -> None:
+        """The site's gateway is gone: none of its nodes is vouched for any more."""
+        for node, member_of in list(self.site_of.items()):
+            if member_of == site:
+                reason = f"the health gateway of site {site} is lost: nothing vouches for this node"
+                self._take({"node": node, "health": "Silent", "reason": reason, "gpus": {}}, now)
+
+    def _take(self, document: dict[str, Any], now: float) -> None:
         node = document["node"]
         self.reported[node] = (document["health"], document.get("reason", ""))
         self.reported_gpus[node] = sum(1 for health in (document.get("gpus") or {}).values() if health == "Healthy")
@@ -110,22 +132,83 @@ def _documents(items: Any) -> list[dict[str, Any]]:
     return [json.loads(item.value) for item in items if b"/nodes/" in item.key]
 
 
+def _gateway_site(key: bytes) -> str | None:
+    """The site of a ``.../sites/<site>/gateway`` key, else None."""
+    parts = key.decode().rsplit("/", 2)
+    return parts[1] if len(parts) == 3 and parts[2] == "gateway" else None
+
+
+def _gateway_terms(value: bytes) -> tuple[float, float, bool]:
+    """(lease ttl, fenceAfter, stopping) a gateway announces in its key; older gateways wrote only a name."""
+    try:
+        terms = json.loads(value)
+        return float(terms["ttl"]), float(terms["fenceAfter"]), bool(terms.get("stopping"))
+    except (ValueError, KeyError, TypeError):
+        return 5.0, DEFAULT_FENCE_AFTER, False
+
+
+async def _observe_site(client: aetcd.Client, sync: NodeHealthSync, site: str) -> None:
+    for document in _documents(await client.get_prefix(f"{PREFIX}/{site}/nodes/".encode())):
+        await asyncio.to_thread(sync.observe, document, time.monotonic())
+
+
 async def run(endpoint: str, sync: NodeHealthSync) -> None:
     host, port = endpoint.rsplit(":", 1)
     client = aetcd.Client(host=host, port=int(port))
     prefix = f"{PREFIX}/".encode()
+    unserved: list[asyncio.Task[None]] = []
     try:
         listed = await client.get_prefix(prefix)
         for document in _documents(listed):
             await asyncio.to_thread(sync.observe, document, time.monotonic())
+        served = {site: item.value for item in listed if (site := _gateway_site(item.key)) is not None}
+        for site, value in served.items():
+            ttl, fence_after, _ = _gateway_terms(value)
+            sync.contacts.gateway_up(site, ttl, fence_after)
+        for site in {document["site"] for document in _documents(listed)} - set(served):
+            unserved.append(asyncio.create_task(_lost_unless_served(sync, site)))
         revision = listed.header.revision
         watch = await client.watch_prefix(prefix, start_revision=revision + 1)
         log.info("watching %s from etcd revision %d", prefix.decode(), revision + 1)
         async for event in watch:
-            if event.kind == aetcd.EventKind.PUT and b"/nodes/" in event.kv.key:
+            site = _gateway_site(event.kv.key)
+            if site is not None:
+                await _gateway_changed(client, sync, site, event)
+            elif event.kind == aetcd.EventKind.PUT and b"/nodes/" in event.kv.key:
                 await asyncio.to_thread(sync.observe, json.loads(event.kv.value), time.monotonic())
     finally:
+        for task in unserved:
+            task.cancel()
         await client.close()
+
+
+STARTUP_GRACE = 15.0
+"""Seconds a site found without a gateway at the operator's start gets to show one (they start together)."""
+
+
+async def _lost_unless_served(sync: NodeHealthSync, site: str) -> None:
+    await asyncio.sleep(STARTUP_GRACE)
+    if not sync.contacts.served(site):
+        log.warning("site %s has had no health gateway since the operator started", site)
+        sync.contacts.gateway_lost(site, time.time() - STARTUP_GRACE, expired=False)
+        await asyncio.to_thread(sync.site_lost, site, time.monotonic())
+
+
+async def _gateway_changed(client: aetcd.Client, sync: NodeHealthSync, site: str, event: Any) -> None:
+    if event.kind == aetcd.EventKind.PUT:
+        ttl, fence_after, stopping = _gateway_terms(event.kv.value)
+        if stopping:
+            sync.contacts.gateway_stopping(site)
+            return
+        returned = sync.contacts.lost(site)
+        sync.contacts.gateway_up(site, ttl, fence_after)
+        if returned:
+            log.info("the health gateway of site %s is back", site)
+            await _observe_site(client, sync, site)
+        return
+    log.warning("the health gateway of site %s is lost", site)
+    sync.contacts.gateway_lost(site, time.time())
+    await asyncio.to_thread(sync.site_lost, site, time.monotonic())
 
 
 async def _recheck(sync: NodeHealthSync) -> None:

@@ -34,7 +34,7 @@ class TenantRecord:
         return {"apiVersion": "gigafab.nl/v1alpha1", "kind": "Tenant", "metadata": {"name": self.name, "uid": self.uid}}
 
 
-def first(index: kopf.Index[str, Any], key: str) -> Any | None:
+def first(index: kopf.Index[Any, Any], key: Any) -> Any | None:
     store = index.get(key)
     if store is None:
         return None

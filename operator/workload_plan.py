@@ -25,6 +25,7 @@ from gigafab.api.v1alpha1 import API_VERSION, GpuWorkload, SiteSpec
 WORKLOAD_LABEL = "gigafab.nl/workload"
 EPOCH_LABEL = "gigafab.nl/epoch"
 SITE_LABEL = "gigafab.nl/site"
+SILENT_TAINT = "gigafab.nl/node-silent"
 
 
 def site_views(
@@ -32,8 +33,10 @@ def site_views(
     nodes: Mapping[str, Iterable[NodeSummary]],
     gpus_in_use: Mapping[str, int],
     placed_gpus: Mapping[str, int],
+    reserved: Mapping[str, Iterable[tuple[int, int]]] | None = None,
 ) -> list[SiteView]:
-    """One ``SiteView`` per Site body: ``nodes`` by zone, GPUs in use by node, GPUs placed by site."""
+    """One ``SiteView`` per Site body: ``nodes`` by zone, GPUs in use by node, GPUs placed by site, and
+    ``reserved`` replicas by site (``(gpus, replicas)`` of work just placed whose pods are not bound yet)."""
     views = []
     for body in sites:
         name = str(body["metadata"]["name"])
@@ -50,10 +53,29 @@ def site_views(
                 power_limit_kw=float(spec.effective_power_kw),
                 placed_power_kw=placed_gpus.get(name, 0) * watts / 1000,
                 gpu_watts=watts,
-                free_gpus=free_gpus_by_node(usable_gpus(node) - gpus_in_use.get(node.name, 0) for node in members),
+                free_gpus=take(
+                    free_gpus_by_node(usable_gpus(node) - gpus_in_use.get(node.name, 0) for node in members),
+                    (reserved or {}).get(name, ()),
+                ),
             )
         )
     return views
+
+
+def take(free: Mapping[int, int], replicas: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """The free-GPU histogram after ``(gpus, count)`` replicas each took the fullest node that holds them
+    (best fit, as the scheduler's bin packing would); replicas that fit nowhere take nothing."""
+    left = dict(free)
+    for gpus, count in replicas:
+        for _ in range(count):
+            fitting = [size for size, nodes in left.items() if nodes and size >= gpus]
+            if not fitting:
+                break
+            size = min(fitting)
+            left[size] -= 1
+            if size - gpus:
+                left[size - gpus] = left.get(size - gpus, 0) + 1
+    return {size: nodes for size, nodes in left.items() if nodes}
 
 
 def pod_gpus(pod_spec: Mapping[str, Any]) -> int:
@@ -69,8 +91,14 @@ def runner_name(workload: str, epoch: int) -> str:
     return f"{workload}-e{epoch}"
 
 
-def runner_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dict[str, Any]:
-    """The Deployment that runs every replica of the GpuWorkload ``body`` on ``site`` (zone ``zone``)."""
+def runner_for(
+    body: Mapping[str, Any], zone: str, site: str, epoch: int, *, held: bool = False, silent_grace: int = 0
+) -> dict[str, Any]:
+    """The Deployment that runs every replica of the GpuWorkload ``body`` on ``site`` (zone ``zone``).
+
+    ``held``: created with no replicas, started once the old copy is surely stopped.
+    ``silent_grace``: seconds its pods stay on a node the health plane reports Silent
+    (that node's agent fences its work by then); a failed GPU evicts them at once."""
     meta = body["metadata"]
     workload = GpuWorkload.model_validate({"spec": body["spec"]})
     template = copy.deepcopy(workload.spec.template)
@@ -84,6 +112,11 @@ def runner_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dic
         resources = containers[0].setdefault("resources", {})
         resources["limits"] = {**(resources.get("limits") or {}), GPU_RESOURCE: workload.spec.gpus}
     term = {"matchExpressions": [{"key": ZONE_LABEL, "operator": "In", "values": [zone]}]}
+    if silent_grace:
+        pod["tolerations"] = [
+            *(pod.get("tolerations") or []),
+            {"key": SILENT_TAINT, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": silent_grace},
+        ]
     pod["affinity"] = {
         **(pod.get("affinity") or {}),
         "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}},
@@ -107,7 +140,7 @@ def runner_for(body: Mapping[str, Any], zone: str, site: str, epoch: int) -> dic
             ],
         },
         "spec": {
-            "replicas": workload.spec.replicas,
+            "replicas": 0 if held else workload.spec.replicas,
             "selector": {"matchLabels": {WORKLOAD_LABEL: meta["name"], EPOCH_LABEL: str(epoch)}},
             "strategy": {"type": "Recreate"},
             "template": template,

@@ -1,30 +1,77 @@
-"""GpuWorkload handlers: place new work on a lawful site and start it there.
+"""GpuWorkload handlers: place work on a lawful site, run it there, move it when the site fails.
 
-A GpuWorkload without a site is judged by ``placement.place`` against a snapshot
-built from memory (Sites, nodes by zone, GPUs in use by gigafab pods, GPUs placed by
-site). When a site fits, the Deployment for the current epoch is created with the
-site's node affinity and the status says where and why; when none fits, the workload stays
-Pending with every site's reason and a hint, and is judged again every 10 s. Each
-decision is an Event on the GpuWorkload and a log line.
+Placement: a GpuWorkload without a site is judged by ``placement.place`` against a
+snapshot built from memory (Sites, nodes by zone, GPUs held by gigafab pods, GPUs
+placed by site, and reservations of work placed a moment ago whose pods are not bound
+yet). Placements are made one at a time (a lock), so two workloads judged together
+never count the same free GPUs. When a site fits, the Deployment of the new epoch is
+created there; when none fits, the workload stays Pending with every site's reason
+and a hint, and is judged again every 10 s.
 
-Moving placed work (failover, draining) is not built yet: a placed workload keeps
-its site.
+Failover: a timer per Site (every second) looks at the work placed there and asks
+``failover.assess`` what to do. A move goes through placement like new work, with a
+new epoch: the old epoch's Deployment is deleted and the new one is created *held*
+(no replicas) until ``failover.may_start``: the old site's work is fenced (its last
+contact plus fenceAfter plus a margin, see ``site_contact``) and, on a reachable site,
+the old pods are gone. The destination site's timer starts it. Phase FailingOver
+until every replica of the new copy runs, then Running.
+
+Every decision is an Event on the GpuWorkload and a structured log line (``audit``):
+Placed, NoSiteFits, FailingOver, Held, Fenced (the new copy starts), Running.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from gigafab.operator import audit, conditions
 from gigafab.operator.conditions import Condition, now_rfc3339
+from gigafab.operator.failover import Situation, Step, assess, may_start, move_order
 from gigafab.operator.placement import Decision, TenantView, WorkloadView, place
+from gigafab.operator.site_contact import CONTACTS
 from gigafab.operator.state import Client, first
-from gigafab.operator.workload_plan import WORKLOAD_LABEL, pod_gpus, runner_for, site_views
+from gigafab.operator.workload_plan import EPOCH_LABEL, WORKLOAD_LABEL, pod_gpus, runner_for, runner_name, site_views
 
 from gigafab.api.v1alpha1 import GpuWorkloadSpec, SiteSpec
 
 GROUP, VERSION, PLURAL = "gigafab.nl", "v1alpha1", "gpuworkloads"
+Key = tuple[str, str]
+"""(namespace, name) of a GpuWorkload."""
+RESERVATION_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class RunnerPod:
+    """A pod of some epoch of a GpuWorkload."""
+
+    epoch: int
+    node: str | None
+    phase: str
+    unschedulable_since: float | None
+    deleting: bool
+
+
+@dataclass(frozen=True)
+class Reservation:
+    site: str
+    epoch: int
+    gpus: int
+    replicas: int
+    until: float
+
+
+_placing = threading.Lock()
+_reserved: dict[Key, Reservation] = {}
+_epochs: dict[Key, int] = {}
+"""The epoch last decided per workload: a decision taken on an older view of it is dropped."""
+_running: dict[Key, int] = {}
+"""The epoch last reported Running per workload (pod events come faster than the status echoes)."""
 
 
 @kopf.index("", "v1", "pods", labels={WORKLOAD_LABEL: kopf.PRESENT})
@@ -36,13 +83,44 @@ def workload_pod_index(spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[s
     return {str(node): pod_gpus(dict(spec))}
 
 
+@kopf.index("", "v1", "pods", labels={WORKLOAD_LABEL: kopf.PRESENT})
+def runner_pod_index(
+    namespace: str | None, labels: kopf.Labels, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
+) -> dict[Key, RunnerPod]:
+    """Pods of every epoch, by workload."""
+    unschedulable = next(
+        (
+            _seconds(str(c.get("lastTransitionTime") or ""))
+            for c in status.get("conditions") or []
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+        ),
+        None,
+    )
+    pod = RunnerPod(
+        epoch=int(labels.get(EPOCH_LABEL, "0") or 0),
+        node=spec.get("nodeName"),
+        phase=str(status.get("phase") or "Pending"),
+        unschedulable_since=unschedulable,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+    return {(str(namespace), labels[WORKLOAD_LABEL]): pod}
+
+
 @kopf.index(GROUP, VERSION, PLURAL)
-def workload_index(spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, int]:
-    """GPUs placed, by site."""
+def workload_index(
+    namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[str, tuple[Key, int, int]]:
+    """Placed work by site: (workload, epoch, GPUs)."""
     site = status.get("site")
     if not site:
         return {}
-    return {str(site): int(spec.get("gpus", 0)) * int(spec.get("replicas", 1))}
+    gpus = int(spec.get("gpus", 0)) * int(spec.get("replicas", 1))
+    return {str(site): ((str(namespace), name), int(status.get("epoch") or 0), gpus)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def workload_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    return {(str(namespace), name): dict(body)}
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -56,11 +134,72 @@ def workload_changed(body: kopf.Body, **kwargs: Any) -> None:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=10, idle=5)
 def pending_retry(body: kopf.Body, **kwargs: Any) -> None:
     if (body.get("status") or {}).get("phase") == "Pending":
-        place_workload(dict(body), kwargs)
+        status = body.get("status") or {}
+        leaving = status.get("site")
+        place_workload(dict(body), kwargs, leaving=(str(leaving), f"it could not stay on {leaving}") if leaving else None)
 
 
-def place_workload(body: dict[str, Any], indexes: dict[str, Any]) -> None:
+@kopf.timer(GROUP, VERSION, "sites", interval=1.0)
+def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
+    """Start held copies bound here, and move work away from here when the site is in trouble."""
+    now = time.time()
+    placed = list(kwargs["workload_index"].get(name, []))
+    bodies = kwargs["workload_bodies"]
+    for key, _, _ in placed:
+        workload = first(bodies, key)
+        move = ((workload or {}).get("status") or {}).get("move")
+        if workload is not None and move and not move.get("released"):
+            _release(workload, move, kwargs, now)
+    zone = str((body.get("spec") or {}).get("zone") or name)
+    lost = CONTACTS.unreachable(name, len(kwargs["node_index"].get(zone, [])))
+    draining = (body.get("spec") or {}).get("lifecycle") == "Draining"
+    if draining and _moving_from(name, kwargs):
+        draining = False  # one at a time: the next leaves once the last one runs elsewhere
+    candidates = sorted(
+        (w for key, _, _ in placed if (w := first(bodies, key)) is not None),
+        key=lambda w: move_order(str((w.get("spec") or {}).get("criticality", "standard")), w["metadata"]["name"]),
+    )
+    for workload in candidates:
+        status, spec = workload.get("status") or {}, workload.get("spec") or {}
+        if status.get("phase") == "Pending":
+            continue  # judged by pending_retry
+        situation = Situation(
+            site=name,
+            criticality=str(spec.get("criticality", "standard")),
+            failover=(spec.get("failover") or {}).get("enabled"),
+            moving=bool(status.get("move")),
+            site_lost=lost,
+            site_draining=draining,
+            unschedulable_for=_unschedulable_for(workload, kwargs, now),
+        )
+        verdict = assess(situation)
+        if verdict.step is Step.MOVE:
+            place_workload(workload, kwargs, leaving=(name, verdict.reason))
+            if draining:
+                return
+        elif verdict.step is Step.HOLD:
+            _note_hold(workload, verdict.reason)
+
+
+@kopf.on.event("", "v1", "pods", labels={WORKLOAD_LABEL: kopf.PRESENT})
+def runner_pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    """Running when every replica of the current copy runs."""
+    workload = first(kwargs["workload_bodies"], (str(namespace), labels[WORKLOAD_LABEL]))
+    if workload is not None:
+        _report_running(workload, kwargs)
+
+
+def place_workload(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str, str] | None = None) -> None:
+    """Judge ``body`` and start it on the chosen site; ``leaving``: (site, why) it moves away from."""
+    with _placing:
+        _place(body, indexes, leaving)
+
+
+def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str, str] | None) -> None:
     meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    if int((body.get("status") or {}).get("epoch") or 0) < _epochs.get(key, 0):
+        return  # decided on an older view of it: another decision was taken meanwhile
     spec = GpuWorkloadSpec.from_body(body.get("spec"))
     tenant_name = first(indexes["namespace_index"], meta["namespace"]) or ""
     record = first(indexes["tenant_index"], tenant_name) if tenant_name else None
@@ -68,41 +207,169 @@ def place_workload(body: dict[str, Any], indexes: dict[str, Any]) -> None:
         _pending(body, None, f"namespace {meta['namespace']} belongs to no Tenant; GpuWorkloads run in tenant namespaces")
         return
     tenant_spec = record.spec
+    status = body.get("status") or {}
     workload = WorkloadView(
         name=meta["name"],
         gpus=spec.gpus,
         replicas=spec.replicas,
         data_class=str(spec.data_class or tenant_spec.get("dataClass", "internal")),
         preferred_sites=tuple(spec.sites),
-        current_site=None,
+        current_site=status.get("site"),
     )
     sites = [entry["body"] for store in indexes["site_index"].values() for entry in store]
-    in_use = {node: sum(store) for node, store in indexes["workload_pod_index"].items()}
-    placed = {site: sum(store) for site, store in indexes["workload_index"].items()}
-    views = site_views(sites, indexes["node_index"], in_use, placed)
+    views = site_views(sites, indexes["node_index"], *_in_use(indexes, key))
     decision = place(views, workload, TenantView(tenant_name, frozenset(tenant_spec.get("allowedSites") or [])))
     if decision.site is None:
-        _pending(body, decision, decision.message)
+        _pending(body, decision, decision.message if leaving is None else f"{leaving[1]}; {decision.message}")
+        return
+    if leaving is not None and decision.site == leaving[0]:
+        if status.get("phase") == "Pending":  # its site came back before the work could move
+            _write_status(body, decision, {"phase": "Placed"}, Condition("Placed", True, "Placed", decision.message))
         return
     chosen = next(site for site in sites if site["metadata"]["name"] == decision.site)
     zone = SiteSpec.from_body(chosen.get("spec")).zone or decision.site
-    epoch = int((body.get("status") or {}).get("epoch") or 0) + 1
-    Client.get().ensure(runner_for(body, zone, decision.site, epoch))
+    epoch = int(status.get("epoch") or 0) + 1
+    fields, held = _move_fields(leaving)
+    client = Client.get()
+    for old in range(1, epoch):  # every older copy goes before the new one may start
+        client.delete(f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], old)}")
+    grace = int(CONTACTS.fence_after(decision.site) + CONTACTS.margin)
+    client.ensure(runner_for(body, zone, decision.site, epoch, held=held, silent_grace=grace))
+    _reserved[key] = Reservation(decision.site, epoch, spec.gpus, spec.replicas, time.monotonic() + RESERVATION_SECONDS)
+    _epochs[key] = epoch
+    origin = {"fromSite": leaving[0]} if leaving else {}
+    reason = decision.message if leaving is None else f"moved from {leaving[0]} ({leaving[1]}): {decision.message}"
+    history = [*(status.get("placements") or [])[-31:], {"site": decision.site, "epoch": epoch, "at": now_rfc3339(), **origin}]
+    history[-1]["reason"] = reason[:1024]
     _write_status(
         body,
         decision,
-        {
-            "site": decision.site,
-            "phase": "Placed",
-            "epoch": epoch,
-            "placements": [
-                *((body.get("status") or {}).get("placements") or [])[-31:],
-                {"site": decision.site, "epoch": epoch, "at": now_rfc3339(), "reason": decision.message[:1024]},
-            ],
-        },
-        Condition("Placed", True, "Placed", decision.message),
+        {"site": decision.site, "epoch": epoch, "placements": history, **fields},
+        Condition("Placed", True, "Placed", reason),
     )
-    audit.normal(body, "Placed", f"epoch {epoch}: {decision.message}")
+    if leaving is None:
+        audit.normal(body, "Placed", f"epoch {epoch}: {decision.message}")
+    else:
+        starts = fields["move"]["startsAfter"]
+        audit.warning(body, "FailingOver", f"epoch {epoch} on {decision.site}, starting after {starts}: {reason}")
+
+
+def _move_fields(leaving: tuple[str, str] | None) -> tuple[dict[str, Any], bool]:
+    """Status fields for a new placement, and whether its copy is held."""
+    if leaving is None:
+        return {"phase": "Placed", "move": None}, False
+    site, why = leaving
+    fenced = CONTACTS.fenced_at(site)
+    move = {
+        "fromSite": site,
+        "reason": why[:1024],
+        "since": now_rfc3339(),
+        "startsAfter": _rfc3339(fenced if fenced is not None else time.time()),
+        "awaitOldCopies": fenced is None,
+        "released": False,
+    }
+    return {"phase": "FailingOver", "move": move}, True
+
+
+def _release(workload: dict[str, Any], move: Mapping[str, Any], indexes: Mapping[str, Any], now: float) -> None:
+    """Start a held copy once the old one has surely stopped."""
+    meta, status = workload["metadata"], workload.get("status") or {}
+    epoch = int(status.get("epoch") or 0)
+    pods = indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), [])
+    old = sum(1 for pod in pods if pod.epoch < epoch)
+    if not may_start(now, _seconds(str(move["startsAfter"])) or 0.0, bool(move.get("awaitOldCopies")), old):
+        return
+    replicas = int((workload.get("spec") or {}).get("replicas", 1))
+    path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], epoch)}"
+    Client.get().merge_patch(path, {"spec": {"replicas": replicas}})
+    _merge_status(workload, {"move": {**move, "released": True}})
+    if move.get("awaitOldCopies"):
+        why = f"the copies on {move['fromSite']} are gone"
+    else:
+        why = f"{move['fromSite']} is fenced since {move['startsAfter']} (last contact plus fenceAfter plus margin)"
+    audit.normal(workload, "Fenced", f"epoch {epoch} starts on {status.get('site')}: {why}")
+
+
+def _report_running(workload: dict[str, Any], indexes: Mapping[str, Any]) -> None:
+    meta, status = workload["metadata"], workload.get("status") or {}
+    if not status.get("site") or status.get("phase") == "Pending":
+        return
+    epoch = int(status.get("epoch") or 0)
+    replicas = int((workload.get("spec") or {}).get("replicas", 1))
+    pods = indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), [])
+    running = sum(1 for pod in pods if pod.epoch == epoch and pod.phase == "Running" and not pod.deleting)
+    generation = int(meta.get("generation") or 0)
+    key = (meta["namespace"], meta["name"])
+    if running >= replicas and status.get("phase") != "Running" and _running.get(key) != epoch and epoch >= _epochs.get(key, 0):
+        _running[key] = epoch
+        move = status.get("move")
+        message = f"{running}/{replicas} replica(s) of epoch {epoch} running on {status['site']}"
+        if move:
+            taken = time.time() - (_seconds(str(move.get("since"))) or time.time())
+            message += f", {taken:.1f} s after leaving {move['fromSite']}"
+        wanted = [Condition("Running", True, "Running", message)]
+        merged = conditions.merge(status.get("conditions"), wanted, generation)
+        _merge_status(workload, {"phase": "Running", "move": None, "conditions": merged})
+        audit.normal(workload, "Running", message)
+    elif running < replicas and _running.get(key) == epoch:
+        del _running[key]
+        message = f"{running}/{replicas} replica(s) of epoch {epoch} running on {status['site']}"
+        wanted = [Condition("Running", False, "ReplicasNotRunning", message)]
+        _merge_status(workload, {"phase": "Placed", "conditions": conditions.merge(status.get("conditions"), wanted, generation)})
+
+
+def _note_hold(workload: dict[str, Any], reason: str) -> None:
+    status = workload.get("status") or {}
+    current: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Running"), {})
+    if current.get("message") == reason:
+        return
+    generation = int(workload["metadata"].get("generation") or 0)
+    wanted = [Condition("Running", False, "Waiting", reason)]
+    _merge_status(workload, {"conditions": conditions.merge(status.get("conditions"), wanted, generation)})
+    audit.warning(workload, "Waiting", reason)
+
+
+def _moving_from(site: str, indexes: Mapping[str, Any]) -> bool:
+    """Some workload is on its way from ``site`` (not yet running elsewhere)."""
+    for store in indexes["workload_bodies"].values():
+        for workload in store:
+            move = (workload.get("status") or {}).get("move")
+            if move and move.get("fromSite") == site:
+                return True
+    return False
+
+
+def _unschedulable_for(workload: dict[str, Any], indexes: Mapping[str, Any], now: float) -> float | None:
+    meta, status = workload["metadata"], workload.get("status") or {}
+    epoch = int(status.get("epoch") or 0)
+    pods = indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), [])
+    waiting = [pod.unschedulable_since for pod in pods if pod.epoch == epoch and pod.unschedulable_since is not None]
+    return now - min(waiting) if waiting else None
+
+
+def _in_use(indexes: Mapping[str, Any], deciding: Key) -> tuple[dict[str, int], dict[str, int], dict[str, list[tuple[int, int]]]]:
+    """GPUs in use by node, placed GPUs by site, and reserved replicas by site (work placed a moment ago)."""
+    in_use = {node: sum(store) for node, store in indexes["workload_pod_index"].items()}
+    placed: dict[str, int] = {}
+    seen: set[tuple[Key, int]] = set()
+    for site, store in indexes["workload_index"].items():
+        for key, epoch, gpus in store:
+            if key != deciding:
+                placed[site] = placed.get(site, 0) + gpus
+            seen.add((key, epoch))
+    reserved: dict[str, list[tuple[int, int]]] = {}
+    now = time.monotonic()
+    for key, held in list(_reserved.items()):
+        bound = sum(1 for pod in indexes["runner_pod_index"].get(key, []) if pod.epoch == held.epoch and pod.node)
+        if held.until < now or bound >= held.replicas:
+            del _reserved[key]
+            continue
+        if key == deciding:
+            continue
+        if (key, held.epoch) not in seen:
+            placed[held.site] = placed.get(held.site, 0) + held.gpus * held.replicas
+        reserved.setdefault(held.site, []).append((held.gpus, held.replicas - bound))
+    return in_use, placed, reserved
 
 
 def _pending(body: dict[str, Any], decision: Decision | None, message: str) -> None:
@@ -111,7 +378,7 @@ def _pending(body: dict[str, Any], decision: Decision | None, message: str) -> N
         previous: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Placed"), {})
         if previous.get("message") == message:
             return  # nothing new to say
-    _write_status(body, decision, {"phase": "Pending"}, Condition("Placed", False, "NoSiteFits", message))
+    _write_status(body, decision, {"phase": "Pending", "move": None}, Condition("Placed", False, "NoSiteFits", message))
     audit.warning(body, "NoSiteFits", message)
 
 
@@ -127,5 +394,24 @@ def _write_status(body: dict[str, Any], decision: Decision | None, fields: dict[
         "verdicts": verdicts,
         "conditions": conditions.merge(status.get("conditions"), [placed], generation),
     }
+    _merge_status(body, patch)
+
+
+def _merge_status(body: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
+    meta = body["metadata"]
     path = f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{PLURAL}/{meta['name']}/status"
     Client.get().merge_patch(path, {"status": patch})
+
+
+def _rfc3339(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds(stamp: str) -> float | None:
+    """Wall-clock seconds of an RFC 3339 time (None when there is none)."""
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

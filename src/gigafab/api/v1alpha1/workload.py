@@ -85,6 +85,24 @@ class Placement(ApiModel):
     epoch: int = Field(ge=1, description="Placement epoch; raised at every move.")
     at: str = Field(max_length=64, description="When (RFC 3339).")
     reason: str = Field(max_length=1024, description="Why the work was placed or moved there.")
+    from_site: Dns1123Label | None = Field(default=None, description="Site the work was moved away from, if it moved.")
+
+
+class Move(ApiModel):
+    """A move under way: the new copy starts only when the old one has surely stopped."""
+
+    from_site: Dns1123Label = Field(description="Site the work is leaving.")
+    reason: str = Field(max_length=1024, description="Why it is leaving.")
+    since: str = Field(max_length=64, description="When the move was decided (RFC 3339).")
+    starts_after: str = Field(
+        max_length=64,
+        description="The new copy is held until then (RFC 3339): for a lost site, its last contact plus "
+        "fenceAfter plus a margin, by when the site's agents have stopped the old copy.",
+    )
+    await_old_copies: bool = Field(
+        description="The old site is reachable: the new copy also waits until the old copy's pods are gone."
+    )
+    released: bool = Field(default=False, description="The new copy has been started.")
 
 
 class GpuWorkloadStatus(ApiModel):
@@ -94,6 +112,7 @@ class GpuWorkloadStatus(ApiModel):
     site: Dns1123Label | None = Field(default=None, description="Site the work is placed on.")
     phase: WorkloadPhase | None = Field(default=None, description="Pending, Placed, Running, FailingOver or Failed.")
     epoch: int | None = Field(default=None, ge=0, description="Epoch of the current placement.")
+    move: Move | None = Field(default=None, description="The move under way, if the work is FailingOver.")
     verdicts: Annotated[list[SiteVerdict], AfterValidator(unique_by(lambda v: v.site))] = Field(
         default_factory=list,
         max_length=64,

@@ -1,0 +1,115 @@
+"""When the operator last heard from each site, and so when a lost site's work is fenced.
+
+A site's work may run elsewhere only once every copy on the site has stopped. The
+site's agents stop their work ``fenceAfter`` seconds after they lost contact (see
+``gigafab.agents.fencing``); the operator adds a margin and counts from the latest
+moment the site could still have been in contact:
+
+- its gateway's key went with the gateway's lease at ``at``: a lease that ran out was
+  last refreshed at least ``ttl`` earlier, so contact ended by ``at - ttl``; a gateway
+  that stopped says so in its key first, and then contact ended at ``at``;
+- a node its gateway reports Silent last reported at its ``lastReportAt``.
+
+``fenced_at(site)`` is the latest of those plus ``fenceAfter`` plus the margin; before
+that moment nothing of the site's work is started anywhere else. After an operator
+restart a site found without a gateway counts from the restart (it cannot know better).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+FENCE_MARGIN = 2.0
+"""Seconds added to ``fenceAfter``: clocks, and the agent's last check, are not exact."""
+DEFAULT_FENCE_AFTER = 30.0
+
+
+@dataclass
+class SiteContact:
+    gateway: bool = False
+    """The site's gateway holds its key (its lease is alive)."""
+    last_contact: float | None = None
+    """Since the gateway key went: the latest moment the gateway can have had contact (wall clock)."""
+    ttl: float = 5.0
+    fence_after: float = DEFAULT_FENCE_AFTER
+    stopping: bool = False
+    """The gateway said it is stopping (so its key goes at once, not when its lease runs out)."""
+    silent_nodes: dict[str, float] = field(default_factory=dict)
+    """Nodes reported Silent, with their last report (wall clock)."""
+
+
+class Contacts:
+    """Contact of every site; written by the health watch, read by the failover loop (other threads)."""
+
+    def __init__(self, margin: float = FENCE_MARGIN) -> None:
+        self.margin = margin
+        self._sites: dict[str, SiteContact] = {}
+        self._lock = threading.Lock()
+
+    def _site(self, site: str) -> SiteContact:
+        return self._sites.setdefault(site, SiteContact())
+
+    def gateway_up(self, site: str, ttl: float, fence_after: float) -> None:
+        with self._lock:
+            contact = self._site(site)
+            contact.gateway, contact.last_contact, contact.ttl, contact.fence_after = True, None, ttl, fence_after
+            contact.stopping = False
+
+    def gateway_stopping(self, site: str) -> None:
+        with self._lock:
+            self._site(site).stopping = True
+
+    def gateway_lost(self, site: str, at: float, *, expired: bool = True) -> None:
+        """The gateway key went at ``at``; ``expired``: with a lease that ran out (not at a stop or restart)."""
+        with self._lock:
+            contact = self._site(site)
+            contact.gateway = False
+            contact.last_contact = at - contact.ttl if expired and not contact.stopping else at
+            contact.stopping = False
+
+    def node_heard(self, site: str, node: str, health: str, last_report: float | None, now: float) -> None:
+        with self._lock:
+            silent = self._site(site).silent_nodes
+            if health == "Silent":
+                silent[node] = last_report if last_report is not None else now
+            else:
+                silent.pop(node, None)
+
+    def served(self, site: str) -> bool:
+        with self._lock:
+            contact = self._sites.get(site)
+            return contact is not None and contact.gateway
+
+    def lost(self, site: str) -> bool:
+        with self._lock:
+            contact = self._sites.get(site)
+            return contact is not None and not contact.gateway and contact.last_contact is not None
+
+    def unreachable(self, site: str, nodes: int) -> bool:
+        """The site is lost: its gateway is gone, or most of its ``nodes`` are Silent."""
+        with self._lock:
+            contact = self._sites.get(site)
+            if contact is None:
+                return False
+            return (not contact.gateway and contact.last_contact is not None) or 2 * len(contact.silent_nodes) > nodes
+
+    def fenced_at(self, site: str) -> float | None:
+        """Wall-clock time from which the site's work has surely stopped; None when nothing of it is lost."""
+        with self._lock:
+            contact = self._sites.get(site)
+            if contact is None:
+                return None
+            last = [*contact.silent_nodes.values()]
+            if not contact.gateway and contact.last_contact is not None:
+                last.append(contact.last_contact)
+            return max(last) + contact.fence_after + self.margin if last else None
+
+    def fence_after(self, site: str) -> float:
+        with self._lock:
+            contact = self._sites.get(site)
+            return contact.fence_after if contact is not None else DEFAULT_FENCE_AFTER
+
+
+CONTACTS = Contacts()
+"""The operator's one registry."""
