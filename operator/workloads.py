@@ -163,6 +163,7 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
         status, spec = workload.get("status") or {}, workload.get("spec") or {}
         if status.get("phase") == "Pending":
             continue  # judged by pending_retry
+        _report_running(workload, kwargs)  # pod events may have come before the status they depend on
         situation = Situation(
             site=name,
             criticality=str(spec.get("criticality", "standard")),
@@ -225,6 +226,7 @@ def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str,
     if leaving is not None and decision.site == leaving[0]:
         if status.get("phase") == "Pending":  # its site came back before the work could move
             _write_status(body, decision, {"phase": "Placed"}, Condition("Placed", True, "Placed", decision.message))
+            _report_running({**body, "status": {**status, "phase": "Placed"}}, indexes)  # its pods may run already
         return
     chosen = next(site for site in sites if site["metadata"]["name"] == decision.site)
     zone = SiteSpec.from_body(chosen.get("spec")).zone or decision.site
@@ -279,15 +281,15 @@ def _release(workload: dict[str, Any], move: Mapping[str, Any], indexes: Mapping
     old = sum(1 for pod in pods if pod.epoch < epoch)
     if not may_start(now, _seconds(str(move["startsAfter"])) or 0.0, bool(move.get("awaitOldCopies")), old):
         return
-    replicas = int((workload.get("spec") or {}).get("replicas", 1))
-    path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], epoch)}"
-    Client.get().merge_patch(path, {"spec": {"replicas": replicas}})
-    _merge_status(workload, {"move": {**move, "released": True}})
     if move.get("awaitOldCopies"):
         why = f"the copies on {move['fromSite']} are gone"
     else:
         why = f"{move['fromSite']} is fenced since {move['startsAfter']} (last contact plus fenceAfter plus margin)"
     audit.normal(workload, "Fenced", f"epoch {epoch} starts on {status.get('site')}: {why}")
+    replicas = int((workload.get("spec") or {}).get("replicas", 1))
+    path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], epoch)}"
+    Client.get().merge_patch(path, {"spec": {"replicas": replicas}})
+    _merge_status(workload, {"move": {**move, "released": True}})
 
 
 def _report_running(workload: dict[str, Any], indexes: Mapping[str, Any]) -> None:
@@ -373,6 +375,7 @@ def _in_use(indexes: Mapping[str, Any], deciding: Key) -> tuple[dict[str, int], 
 
 
 def _pending(body: dict[str, Any], decision: Decision | None, message: str) -> None:
+    _running.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
     status = body.get("status") or {}
     if status.get("phase") == "Pending" and conditions.status_of(status.get("conditions"), "Placed") == "False":
         previous: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Placed"), {})

@@ -1,0 +1,226 @@
+"""Failover on the real plane: a site cut off in its network namespace, fencing, draining, power.
+
+A site is cut with ``gigafab local cut``: the host side of its veth pair goes down, so
+its gateway loses etcd while gateway and agents go on talking inside the site. The
+operator sees the gateway's lease go, waits until the site's agents have fenced, and
+starts the work elsewhere with a new epoch. Each test puts the plane back as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from gigafab.local.health import fence_log
+from gigafab.local.layout import Ports
+from tests.e2e.conftest import Kubectl, condition, eventually, tenant
+from tests.e2e.test_workloads import tenant_ready, workload
+
+
+def gigafab(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI against the test plane (its state folder and shifted ports)."""
+    layout = kubectl.plane.layout
+    plane = {"GIGAFAB_STATE": str(layout.state), "GIGAFAB_PORT_OFFSET": str(layout.ports.etcd_client - Ports().etcd_client)}
+    command = [sys.executable, "-m", "gigafab", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **plane})
+
+
+def site_healthy(kubectl: Kubectl, site: str) -> None:
+    assert condition(kubectl.get("site", site), "Healthy")["status"] == "True"
+
+
+@contextmanager
+def cut(kubectl: Kubectl, site: str) -> Iterator[float]:
+    """The site cut off for the block; afterwards reconnected and Healthy again."""
+    answer = gigafab(kubectl, "local", "cut", site)
+    assert answer.returncode == 0, answer.stderr
+    try:
+        yield time.time()
+    finally:
+        assert gigafab(kubectl, "local", "restore", site).returncode == 0
+        eventually(lambda: site_healthy(kubectl, site), timeout=90)
+
+
+class Timeline:
+    """Polls the workload pods of a namespace: (time, epoch, phase, deleting, node) samples."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str) -> None:
+        self.kubectl, self.namespace = kubectl, namespace
+        self.samples: list[tuple[float, list[tuple[int, str, bool, str]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> Timeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            pods = self.kubectl.get("pods", "-n", self.namespace, "-l", "gigafab.nl/workload")
+            if pods is not None:
+                seen = [
+                    (
+                        int(pod["metadata"]["labels"]["gigafab.nl/epoch"]),
+                        str(pod["status"].get("phase")),
+                        bool(pod["metadata"].get("deletionTimestamp")),
+                        str(pod["spec"].get("nodeName", "")),
+                    )
+                    for pod in pods["items"]
+                ]
+                self.samples.append((time.time(), seen))
+            time.sleep(0.2)
+
+    def running_epochs(self) -> list[set[int]]:
+        return [{epoch for epoch, phase, deleting, _ in pods if phase == "Running" and not deleting} for _, pods in self.samples]
+
+
+def seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def fences(kubectl: Kubectl, site: str, since: float) -> dict[str, float]:
+    """The first fence of each node of ``site`` after ``since``."""
+    path = fence_log(kubectl.plane.layout, site)
+    found: dict[str, float] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        entry = json.loads(line)
+        if entry["event"] == "fenced" and entry["at"] >= since:
+            found.setdefault(entry["node"], entry["at"])
+    return found
+
+
+@contextmanager
+def health_certified(kubectl: Kubectl, site: str) -> Iterator[None]:
+    before = kubectl.get("site", site)["spec"]["dataClasses"]
+    kubectl.run("patch", "site", site, "--type=merge", "-p", json.dumps({"spec": {"dataClasses": [*before, "health"]}}))
+    try:
+        yield
+    finally:
+        kubectl.run("patch", "site", site, "--type=merge", "-p", json.dumps({"spec": {"dataClasses": before}}))
+
+
+def phase(kubectl: Kubectl, namespace: str, name: str, wanted: str, site: str | None = None) -> dict[str, Any]:
+    body = kubectl.get("gpuworkload", name, "-n", namespace)
+    assert body["status"].get("phase") == wanted, body["status"].get("phase")
+    if site is not None:
+        assert body["status"]["site"] == site
+    return dict(body)
+
+
+def test_losing_its_site_moves_health_work_to_the_other_certified_site_after_fencing_never_running_twice(
+    kubectl: Kubectl, unique: str
+) -> None:
+    quota = {"gpus": 8, "cpu": "8", "memory": "32Gi"}
+    kubectl.apply(tenant(unique, dataClass="health", allowedSites=["niemeyer", "de-halm"], quota=quota))
+    eventually(lambda: tenant_ready(kubectl, unique))
+    with health_certified(kubectl, "de-halm"):
+        kubectl.apply(workload("cohort", unique, gpus=2, criticality="critical", sites=["niemeyer"]))
+        eventually(lambda: phase(kubectl, unique, "cohort", "Running", "niemeyer"), timeout=90)
+        with Timeline(kubectl, unique) as timeline:
+            with cut(kubectl, "niemeyer") as cut_at:
+                moved = eventually(lambda: phase(kubectl, unique, "cohort", "Running", "de-halm"), timeout=90)
+                fenced = fences(kubectl, "niemeyer", since=cut_at)
+            time.sleep(5)  # niemeyer is back and Healthy: its old copy must not return
+
+        status = moved["status"]
+        assert status["epoch"] == 2
+        last = status["placements"][-1]
+        assert (last["site"], last["fromSite"], last["epoch"]) == ("de-halm", "niemeyer", 2)
+        verdicts = {v["site"]: v["verdict"] for v in status["verdicts"]}
+        assert (verdicts["niemeyer"], verdicts["eemshaven"]) == ("NotHealthy", "NotCertified"), "nowhere else"
+
+        # fencing: both niemeyer nodes stopped their work before the new copy could start
+        events = kubectl.get("events", "-n", unique, "--field-selector", "involvedObject.name=cohort")["items"]
+        reasons = [event["reason"] for event in events]
+        assert {"FailingOver", "Fenced", "Running"} <= set(reasons), reasons
+        failing_over = next(e for e in events if e["reason"] == "FailingOver")["message"]
+        starts_after = seconds(re.search(r"starting after (\S+Z):", failing_over).group(1))  # type: ignore[union-attr]
+        assert set(fenced) == {"niemeyer-gpu-000", "niemeyer-gpu-001"}, fenced
+        assert max(fenced.values()) < starts_after, (fenced, starts_after)
+        second = kubectl.get("pods", "-n", unique, "-l", "gigafab.nl/epoch=2")["items"]
+        assert second
+        assert all(seconds(pod["metadata"]["creationTimestamp"]) >= int(starts_after) for pod in second)
+
+        # the invariant, as the apiserver saw it throughout: never two epochs running at once
+        running = timeline.running_epochs()
+        assert all(len(epochs) <= 1 for epochs in running)
+        started = running.index({2})
+        assert all(1 not in epochs for epochs in running[started:]), "the old copy never came back, not even after restore"
+        assert kubectl.get("deployment", "cohort-e1", "-n", unique) is None
+        assert phase(kubectl, unique, "cohort", "Running", "de-halm")["status"]["epoch"] == 2, "stays: what runs well"
+
+
+def test_with_no_certified_site_left_health_work_waits_pending_and_says_why(kubectl: Kubectl, unique: str) -> None:
+    kubectl.apply(tenant(unique, dataClass="health", quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
+    eventually(lambda: tenant_ready(kubectl, unique))
+    kubectl.apply(workload("registry", unique, gpus=1, criticality="critical"))
+    eventually(lambda: phase(kubectl, unique, "registry", "Running", "niemeyer"), timeout=90)
+    with cut(kubectl, "niemeyer"):
+        body = eventually(lambda: phase(kubectl, unique, "registry", "Pending"), timeout=60)
+        placed = condition(body, "Placed")
+        assert (placed["status"], placed["reason"]) == ("False", "NoSiteFits")
+        assert placed["message"].startswith("site niemeyer is lost; fits on no site")
+        assert "that site recovered" in placed["message"], "the hint says what would make it fit"
+        verdicts = {v["site"]: v["verdict"] for v in body["status"]["verdicts"]}
+        assert verdicts["de-halm"] == "NotCertified"
+        assert kubectl.get("deployment", "registry-e2", "-n", unique) is None, "nothing started anywhere else"
+    body = eventually(lambda: phase(kubectl, unique, "registry", "Running", "niemeyer"), timeout=90)
+    assert body["status"]["epoch"] == 1, "its own site came back: the same placement runs again"
+
+
+def test_a_power_cap_that_leaves_no_room_refuses_placement(kubectl: Kubectl, unique: str) -> None:
+    kubectl.apply(tenant(unique, quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}, allowedSites=["niemeyer"]))
+    eventually(lambda: tenant_ready(kubectl, unique))
+    kubectl.run("patch", "site", "niemeyer", "--type=merge", "-p", '{"spec": {"powerCapKW": 1}}')
+    try:
+        kubectl.apply(workload("capped", unique, gpus=2))
+        body = eventually(lambda: phase(kubectl, unique, "capped", "Pending"))
+        verdicts = {v["site"]: v for v in body["status"]["verdicts"]}
+        assert verdicts["niemeyer"]["verdict"] == "NoPowerHeadroom"
+        assert "of 1 kW" in verdicts["niemeyer"]["reason"]
+        assert "power headroom there" in condition(body, "Placed")["message"]
+        assert kubectl.get("deployment", "capped-e1", "-n", unique) is None
+    finally:
+        kubectl.run("patch", "site", "niemeyer", "--type=json", "-p", '[{"op": "remove", "path": "/spec/powerCapKW"}]')
+    eventually(lambda: phase(kubectl, unique, "capped", "Running", "niemeyer"), timeout=90)
+
+
+def test_draining_moves_work_away_one_workload_at_a_time(kubectl: Kubectl, unique: str) -> None:
+    kubectl.apply(tenant(unique, quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
+    eventually(lambda: tenant_ready(kubectl, unique))
+    names = ("first", "second")
+    for name in names:
+        kubectl.apply(workload(name, unique, gpus=1, sites=["de-halm", "niemeyer"]))
+    for name in names:
+        eventually(lambda name=name: phase(kubectl, unique, name, "Running", "de-halm"), timeout=90)  # type: ignore[misc]
+    kubectl.run("patch", "site", "de-halm", "--type=merge", "-p", '{"spec": {"lifecycle": "Draining"}}')
+    try:
+        moved = {}
+        for name in names:
+            moved[name] = eventually(lambda name=name: phase(kubectl, unique, name, "Running", "niemeyer"), timeout=90)  # type: ignore[misc]
+    finally:
+        kubectl.run("patch", "site", "de-halm", "--type=merge", "-p", '{"spec": {"lifecycle": "Active"}}')
+    events = kubectl.get("events", "-n", unique)["items"]
+
+    def when(name: str, reason: str) -> str:
+        found = next(e for e in events if e["involvedObject"]["name"] == name and e["reason"] == reason)
+        return str(found["firstTimestamp"] or "")
+
+    first, second = sorted(names, key=lambda name: when(name, "FailingOver"))
+    assert when(second, "FailingOver") >= when(first, "Running"), "the second left only once the first ran elsewhere"
+    for body in moved.values():
+        assert body["status"]["placements"][-1]["fromSite"] == "de-halm"
+        assert "site de-halm is draining" in body["status"]["placements"][-1]["reason"]
