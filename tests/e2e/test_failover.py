@@ -22,8 +22,11 @@ from typing import Any
 
 from gigafab.local.health import fence_log
 from gigafab.local.layout import Ports
+from gigafab.local.nodes import gpu_node, node_name
 from tests.e2e.conftest import Kubectl, condition, eventually, tenant
 from tests.e2e.test_workloads import tenant_ready, workload
+
+FAILED_TAINT = {"key": "gigafab.nl/gpu-failed", "value": "true", "effect": "NoExecute"}
 
 
 def gigafab(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
@@ -133,6 +136,8 @@ def test_losing_its_site_moves_health_work_to_the_other_certified_site_after_fen
             with cut(kubectl, "niemeyer") as cut_at:
                 moved = eventually(lambda: phase(kubectl, unique, "cohort", "Running", "de-halm"), timeout=90)
                 fenced = fences(kubectl, "niemeyer", since=cut_at)
+                healthy = condition(kubectl.get("site", "niemeyer"), "Healthy")
+                assert (healthy["status"], healthy["reason"]) == ("False", "GatewayLost")
             time.sleep(5)  # niemeyer is back and Healthy: its old copy must not return
 
         status = moved["status"]
@@ -224,3 +229,37 @@ def test_draining_moves_work_away_one_workload_at_a_time(kubectl: Kubectl, uniqu
     for body in moved.values():
         assert body["status"]["placements"][-1]["fromSite"] == "de-halm"
         assert "site de-halm is draining" in body["status"]["placements"][-1]["reason"]
+
+
+@contextmanager
+def lab_sites(kubectl: Kubectl, unique: str) -> Iterator[tuple[str, str]]:
+    """Two extra Active sites of two fresh 8-GPU fake nodes each, for work nothing else shares."""
+    names = (f"{unique}-a", f"{unique}-b")
+    spec = {"jurisdiction": "NL", "dataClasses": ["public", "internal"], "powerBudgetKW": 1000, "lifecycle": "Active"}
+    kubectl.create(*(gpu_node(site, index, gpus=8) for site in names for index in range(2)))
+    kubectl.apply(*({"apiVersion": "gigafab.nl/v1alpha1", "kind": "Site", "metadata": {"name": n}, "spec": spec} for n in names))
+    try:
+        for site in names:
+            eventually(lambda site=site: site_healthy(kubectl, site), timeout=60)  # type: ignore[misc]
+        yield names
+    finally:
+        kubectl.run("delete", "site", *names, "--wait=false", check=False)
+        kubectl.run("delete", "node", *(node_name(site, index) for site in names for index in range(2)), check=False)
+
+
+def test_a_failed_node_that_leaves_no_room_in_its_site_moves_the_work_to_another_site(kubectl: Kubectl, unique: str) -> None:
+    with lab_sites(kubectl, unique) as (first, second):
+        kubectl.apply(tenant(unique, allowedSites=[first, second], quota={"gpus": 32, "cpu": "8", "memory": "32Gi"}))
+        eventually(lambda: tenant_ready(kubectl, unique))
+        kubectl.apply(workload("wide", unique, gpus=8, replicas=2, criticality="critical", sites=[first, second]))
+        eventually(lambda: phase(kubectl, unique, "wide", "Running", first), timeout=90)
+        failed = node_name(first, 0)  # as the health plane marks a node whose GPU failed
+        taint = {"spec": {"taints": [{"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}, FAILED_TAINT]}}
+        kubectl.run("patch", "node", failed, "--type=merge", "-p", json.dumps(taint))
+        body = eventually(lambda: phase(kubectl, unique, "wide", "Running", second), timeout=90)
+        assert body["status"]["epoch"] == 2
+        last = body["status"]["placements"][-1]
+        assert last["fromSite"] == first
+        assert f"no room left in site {first} after a failure" in last["reason"]
+        assert kubectl.get("deployment", "wide-e1", "-n", unique) is None
+        kubectl.run("delete", "gpuworkload", "wide", "-n", unique)

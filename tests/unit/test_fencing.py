@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -131,60 +132,54 @@ async def until(predicate: object, seconds: float) -> bool:
     return False
 
 
-def agent_on(pki: Authority, node: str, port: int, runtime: SimulatedRuntime, fence_after: float) -> Agent:
+@asynccontextmanager
+async def connected_agent(
+    pki: Authority, node: str, fence_after: float
+) -> AsyncIterator[tuple[HealthGateway, Agent, SimulatedRuntime]]:
+    """A real gateway on loopback and a fencing agent streaming to it."""
+
+    async def record(transitions: object) -> bool:
+        return True
+
+    gateway = HealthGateway(Ledger(SITE), record)
+    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(served.cert, served.key, pki.pair.cert))
     pair = pki.issue_client(ClientIdentity(node, node))
+    runtime = SimulatedRuntime(node)
     fence = Fence(runtime, fence_after, 2 * keepalive_seconds(fence_after))
-    return Agent(
-        node, SITE, SimulatedBackend(node, 2), [f"127.0.0.1:{port}"], AgentTls(pair.cert, pair.key, pki.pair.cert), 0.2, fence
-    )
+    tls = AgentTls(pair.cert, pair.key, pki.pair.cert)
+    agent = Agent(node, SITE, SimulatedBackend(node, 2), [f"127.0.0.1:{port}"], tls, 0.2, fence)
+    running = asyncio.create_task(agent.run())
+    try:
+        assert await until(lambda: agent.connected, 10)
+        yield gateway, agent, runtime
+    finally:
+        running.cancel()
+        await server.stop(None)
 
 
 def test_an_agent_fences_on_its_gateways_order_and_is_lifted_when_the_gateway_has_contact_again(pki: Authority) -> None:
     async def main() -> None:
-        async def record(transitions: object) -> bool:
-            return True
-
-        gateway = HealthGateway(Ledger(SITE), record)
-        served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
-        server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(served.cert, served.key, pki.pair.cert))
-        runtime = SimulatedRuntime("eemshaven-gpu-000")
-        agent = agent_on(pki, "eemshaven-gpu-000", port, runtime, fence_after=30.0)
-        running = asyncio.create_task(agent.run())
-        try:
-            assert await until(lambda: agent.connected, 10)
+        async with connected_agent(pki, "eemshaven-gpu-000", fence_after=30.0) as (gateway, _, runtime):
             gateway.fence_reason = "gateway of eemshaven has had no contact with etcd for 3.0 s"
             assert await until(lambda: runtime.fenced_at is not None, 5), "the next report is answered with Fence"
             assert "no contact with etcd" in str(runtime.events[0]["reason"])
             gateway.fence_reason = None
             assert await until(lambda: runtime.fenced_at is None, 5), "an acknowledgement lifts the fence"
-        finally:
-            running.cancel()
-            await server.stop(None)
 
     asyncio.run(main())
 
 
 def test_an_agent_whose_gateway_is_gone_fences_after_fence_after(pki: Authority) -> None:
     async def main() -> None:
-        async def record(transitions: object) -> bool:
-            return True
-
-        gateway = HealthGateway(Ledger(SITE), record)
-        served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
-        server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(served.cert, served.key, pki.pair.cert))
-        runtime = SimulatedRuntime("eemshaven-gpu-001")
-        agent = agent_on(pki, "eemshaven-gpu-001", port, runtime, fence_after=2.0)
-        running = asyncio.create_task(agent.run())
-        try:
-            assert await until(lambda: agent.connected, 10)
+        async with connected_agent(pki, "eemshaven-gpu-001", fence_after=2.0) as (_, agent, runtime):
             await asyncio.sleep(3.0)
             assert runtime.fenced_at is None, "connected: no fence however long"
-            agent.backend.inject(Fault.SILENT)  # the node's link goes down
+            backend = agent.backend
+            assert isinstance(backend, SimulatedBackend)
+            backend.inject(Fault.SILENT)  # the node's link goes down
             assert await until(lambda: runtime.fenced_at is not None, 5)
-            agent.backend.inject(Fault.RESET)
+            backend.inject(Fault.RESET)
             assert await until(lambda: runtime.fenced_at is None, 10), "reconnected and acknowledged: lifted"
-        finally:
-            running.cancel()
-            await server.stop(None)
 
     asyncio.run(main())
