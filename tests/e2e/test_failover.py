@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from gigafab.local.health import fence_log
+from gigafab.local.health import control_url, fence_log
 from gigafab.local.layout import Ports
 from gigafab.local.nodes import gpu_node, node_name
 from tests.e2e.conftest import Kubectl, condition, eventually, tenant
@@ -263,3 +263,32 @@ def test_a_failed_node_that_leaves_no_room_in_its_site_moves_the_work_to_another
         assert f"no room left in site {first} after a failure" in last["reason"]
         assert kubectl.get("deployment", "wide-e1", "-n", unique) is None
         kubectl.run("delete", "gpuworkload", "wide", "-n", unique)
+
+
+def test_most_nodes_of_a_site_silent_move_its_critical_work_after_the_agents_fenced_themselves(
+    kubectl: Kubectl, unique: str
+) -> None:
+    kubectl.apply(tenant(unique, allowedSites=["de-halm", "niemeyer"], quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
+    eventually(lambda: tenant_ready(kubectl, unique))
+    kubectl.apply(workload("ledger", unique, gpus=1, criticality="critical", sites=["de-halm"]))
+    eventually(lambda: phase(kubectl, unique, "ledger", "Running", "de-halm"), timeout=90)
+    url = control_url(kubectl.plane.layout, "de-halm")
+    nodes = [node_name("de-halm", index) for index in range(2)]
+    silenced_at = time.time()
+    try:
+        for node in nodes:  # their links go down; the gateway stays up and reports them Silent
+            silence = gigafab(kubectl, "fault", "inject", f"--node={node}", "--silent", f"--control={url}")
+            assert silence.returncode == 0, silence.stderr
+        body = eventually(lambda: phase(kubectl, unique, "ledger", "Running", "niemeyer"), timeout=90)
+        assert body["status"]["epoch"] == 2
+        assert body["status"]["placements"][-1]["reason"].startswith("moved from de-halm (site de-halm is lost)")
+        fenced = fences(kubectl, "de-halm", since=silenced_at)
+        events = kubectl.get("events", "-n", unique, "--field-selector", "involvedObject.name=ledger")["items"]
+        failing_over = next(e for e in events if e["reason"] == "FailingOver")["message"]
+        starts_after = seconds(re.search(r"starting after (\S+Z):", failing_over).group(1))  # type: ignore[union-attr]
+        assert set(fenced) == set(nodes), "each agent fenced its own node: no gateway told it"
+        assert max(fenced.values()) < starts_after
+    finally:
+        for node in nodes:
+            gigafab(kubectl, "fault", "inject", f"--node={node}", "--reset", "--gpu=0", f"--control={url}")
+    eventually(lambda: site_healthy(kubectl, "de-halm"), timeout=90)
