@@ -60,3 +60,10 @@ def status_of(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> str 
         if item.get("type") == kind:
             return str(item.get("status"))
     return None
+
+
+def reason_of(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> str | None:
+    for item in conditions or ():
+        if item.get("type") == kind:
+            return str(item.get("reason"))
+    return None

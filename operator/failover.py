@@ -6,9 +6,11 @@ new work), or to keep it where it is although the site is in trouble (``Hold``),
 the reason. The rules, in order:
 
 1. a workload already moving is left alone until its new copy runs (one move at a time);
-2. its site lost (the gateway gone, or most nodes lost; Site Healthy=False):
-   preemptible work waits for the site to return; work without failover waits too
-   (``spec.failover.enabled`` defaults to true for critical work only); the rest moves;
+2. its site lost (the gateway gone, or most nodes Silent; Site Healthy=False):
+   work with failover moves, critical work first, standard work after it where there
+   is still room; work without failover waits for the site to return
+   (``spec.failover.enabled`` defaults to true for critical and standard work and to
+   false for preemptible work);
 3. its site Draining: the work moves (whatever its criticality), one workload of the
    site at a time;
 4. replicas of the current copy unschedulable for ``NO_ROOM_GRACE`` seconds on a
@@ -58,7 +60,8 @@ class Assessment:
 
 
 def failover_enabled(criticality: str, enabled: bool | None) -> bool:
-    return enabled if enabled is not None else criticality == "critical"
+    """``spec.failover.enabled``, or its default: on for critical and standard work, off for preemptible."""
+    return enabled if enabled is not None else criticality != "preemptible"
 
 
 def assess(situation: Situation) -> Assessment:
@@ -78,10 +81,9 @@ def assess(situation: Situation) -> Assessment:
 
 
 def _when_lost(site: str, criticality: str, enabled: bool) -> Assessment:
-    if criticality == "preemptible":
-        return Assessment(Step.HOLD, f"site {site} is lost; preemptible work waits for it to return")
     if not enabled:
-        return Assessment(Step.HOLD, f"site {site} is lost; failover is off for this work, it waits for the site")
+        waits = "preemptible work waits" if criticality == "preemptible" else "failover is off for this work, it waits"
+        return Assessment(Step.HOLD, f"site {site} is lost; {waits} for it to return")
     return Assessment(Step.MOVE, f"site {site} is lost")
 
 

@@ -2,7 +2,10 @@
 
 - Degraded → taint ``gigafab.nl/gpu-degraded:NoSchedule`` (no new work);
 - Failed → taint ``gigafab.nl/gpu-failed:NoExecute`` (work leaves now);
-- Silent → taint ``gigafab.nl/node-silent:NoExecute``;
+- Silent → taints ``gigafab.nl/node-silent`` with NoExecute and NoSchedule: gigafab work
+  tolerates the NoExecute one for a while (its agent fences it by then), and the
+  NoSchedule one keeps new pods off the node meanwhile (a toleration of a NoExecute
+  taint would otherwise let the scheduler place pods there);
 - a condition ``GigafabGpuHealthy`` on the Node says which and why.
 
 Hysteresis: a node becomes worse at once, but better only after it has stayed
@@ -19,11 +22,11 @@ from typing import Any
 HEALTHY, DEGRADED, FAILED, SILENT = "Healthy", "Degraded", "Failed", "Silent"
 RANK = {HEALTHY: 0, DEGRADED: 1, SILENT: 2, FAILED: 3}
 TAINTS = {
-    DEGRADED: {"key": "gigafab.nl/gpu-degraded", "effect": "NoSchedule"},
-    FAILED: {"key": "gigafab.nl/gpu-failed", "effect": "NoExecute"},
-    SILENT: {"key": "gigafab.nl/node-silent", "effect": "NoExecute"},
+    DEGRADED: [{"key": "gigafab.nl/gpu-degraded", "effect": "NoSchedule"}],
+    FAILED: [{"key": "gigafab.nl/gpu-failed", "effect": "NoExecute"}],
+    SILENT: [{"key": "gigafab.nl/node-silent", "effect": "NoExecute"}, {"key": "gigafab.nl/node-silent", "effect": "NoSchedule"}],
 }
-OURS = frozenset(taint["key"] for taint in TAINTS.values())
+OURS = frozenset(taint["key"] for taints in TAINTS.values() for taint in taints)
 CONDITION = "GigafabGpuHealthy"
 TRUST_AFTER = 30.0
 
@@ -52,8 +55,7 @@ def decide(applied: Applied, reported: str, reason: str, now: float, trust_after
 def taints_for(health: str, existing: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The node's taints: others' kept as they are, ours as ``health`` requires."""
     kept = [dict(taint) for taint in existing if taint.get("key") not in OURS]
-    if health in TAINTS:
-        kept.append({**TAINTS[health], "value": "true"})
+    kept.extend({**taint, "value": "true"} for taint in TAINTS.get(health, []))
     return kept
 
 

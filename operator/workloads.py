@@ -134,9 +134,9 @@ def workload_changed(body: kopf.Body, **kwargs: Any) -> None:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=10, idle=5)
 def pending_retry(body: kopf.Body, **kwargs: Any) -> None:
     if (body.get("status") or {}).get("phase") == "Pending":
-        status = body.get("status") or {}
-        leaving = status.get("site")
-        place_workload(dict(body), kwargs, leaving=(str(leaving), f"it could not stay on {leaving}") if leaving else None)
+        leaving = str((body.get("status") or {}).get("site") or "")
+        why = f"site {leaving} is lost" if _site_lost(leaving, kwargs) else f"it could not stay on site {leaving}"
+        place_workload(dict(body), kwargs, leaving=(leaving, why) if leaving else None)
 
 
 @kopf.timer(GROUP, VERSION, "sites", interval=1.0)
@@ -150,8 +150,7 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
         move = ((workload or {}).get("status") or {}).get("move")
         if workload is not None and move and not move.get("released"):
             _release(workload, move, kwargs, now)
-    zone = str((body.get("spec") or {}).get("zone") or name)
-    lost = CONTACTS.unreachable(name, len(kwargs["node_index"].get(zone, [])))
+    lost = _site_lost(name, kwargs)
     draining = (body.get("spec") or {}).get("lifecycle") == "Draining"
     if draining and _moving_from(name, kwargs):
         draining = False  # one at a time: the next leaves once the last one runs elsewhere
@@ -315,6 +314,9 @@ def _report_running(workload: dict[str, Any], indexes: Mapping[str, Any]) -> Non
         audit.normal(workload, "Running", message)
     elif running < replicas and _running.get(key) == epoch:
         del _running[key]
+        if conditions.reason_of(status.get("conditions"), "Running") == "Waiting":  # says more already
+            _merge_status(workload, {"phase": "Placed"})
+            return
         message = f"{running}/{replicas} replica(s) of epoch {epoch} running on {status['site']}"
         wanted = [Condition("Running", False, "ReplicasNotRunning", message)]
         _merge_status(workload, {"phase": "Placed", "conditions": conditions.merge(status.get("conditions"), wanted, generation)})
@@ -329,6 +331,12 @@ def _note_hold(workload: dict[str, Any], reason: str) -> None:
     wanted = [Condition("Running", False, "Waiting", reason)]
     _merge_status(workload, {"conditions": conditions.merge(status.get("conditions"), wanted, generation)})
     audit.warning(workload, "Waiting", reason)
+
+
+def _site_lost(site: str, indexes: Mapping[str, Any]) -> bool:
+    """Its gateway is gone, or most of its nodes are Silent."""
+    zone = next((zone for zone, store in indexes["site_index"].items() for entry in store if entry["name"] == site), site)
+    return CONTACTS.unreachable(site, len(indexes["node_index"].get(zone, [])))
 
 
 def _moving_from(site: str, indexes: Mapping[str, Any]) -> bool:

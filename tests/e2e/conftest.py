@@ -96,6 +96,13 @@ def unique() -> str:
     return "t" + uuid.uuid4().hex[:7]
 
 
+@pytest.fixture
+def workloads_removed(kubectl: Kubectl, unique: str) -> Iterator[None]:
+    """Each test's GpuWorkloads go when it ends: the sites' GPUs are shared by the whole session."""
+    yield
+    kubectl.run("delete", "gpuworkloads", "--all", "-n", unique, "--wait=false", check=False)
+
+
 def tenant(name: str, **spec: Any) -> dict[str, Any]:
     body = {"track": "regional", "quota": {"gpus": 4, "cpu": "8", "memory": "32Gi"}}
     body.update(spec)

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from gigafab.local.health import control_url, fence_log
 from gigafab.local.layout import Ports
 from gigafab.local.nodes import gpu_node, node_name
@@ -27,6 +29,9 @@ from tests.e2e.conftest import Kubectl, condition, eventually, tenant
 from tests.e2e.test_workloads import tenant_ready, workload
 
 FAILED_TAINT = {"key": "gigafab.nl/gpu-failed", "value": "true", "effect": "NoExecute"}
+
+
+pytestmark = pytest.mark.usefixtures("workloads_removed")
 
 
 def gigafab(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
@@ -270,8 +275,9 @@ def test_most_nodes_of_a_site_silent_move_its_critical_work_after_the_agents_fen
 ) -> None:
     kubectl.apply(tenant(unique, allowedSites=["de-halm", "niemeyer"], quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
     eventually(lambda: tenant_ready(kubectl, unique))
-    kubectl.apply(workload("ledger", unique, gpus=1, criticality="critical", sites=["de-halm"]))
-    eventually(lambda: phase(kubectl, unique, "ledger", "Running", "de-halm"), timeout=90)
+    for name, criticality in (("ledger", "critical"), ("batch", "standard"), ("scratch", "preemptible")):
+        kubectl.apply(workload(name, unique, gpus=1, criticality=criticality, sites=["de-halm"]))
+        eventually(lambda name=name: phase(kubectl, unique, name, "Running", "de-halm"), timeout=90)  # type: ignore[misc]
     url = control_url(kubectl.plane.layout, "de-halm")
     nodes = [node_name("de-halm", index) for index in range(2)]
     silenced_at = time.time()
@@ -288,7 +294,15 @@ def test_most_nodes_of_a_site_silent_move_its_critical_work_after_the_agents_fen
         starts_after = seconds(re.search(r"starting after (\S+Z):", failing_over).group(1))  # type: ignore[union-attr]
         assert set(fenced) == set(nodes), "each agent fenced its own node: no gateway told it"
         assert max(fenced.values()) < starts_after
+        standard = eventually(lambda: phase(kubectl, unique, "batch", "Running", "niemeyer"), timeout=60)
+        assert standard["status"]["epoch"] == 2, "standard work moves too, where room is left"
+        waiting = kubectl.get("gpuworkload", "scratch", "-n", unique)
+        assert (waiting["status"]["site"], waiting["status"]["epoch"]) == ("de-halm", 1), "preemptible work waits"
+        running = condition(waiting, "Running")
+        assert (running["status"], running["reason"]) == ("False", "Waiting")
+        assert "preemptible work waits for it to return" in running["message"]
     finally:
         for node in nodes:
             gigafab(kubectl, "fault", "inject", f"--node={node}", "--reset", "--gpu=0", f"--control={url}")
     eventually(lambda: site_healthy(kubectl, "de-halm"), timeout=90)
+    eventually(lambda: phase(kubectl, unique, "scratch", "Running", "de-halm"), timeout=90)  # back where it waited

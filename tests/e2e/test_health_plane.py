@@ -72,16 +72,16 @@ def test_failed_gpu_taints_its_node_until_reset_and_trusted(kubectl: Kubectl) ->
 
 
 @pytest.mark.parametrize(
-    ("fault", "taint"),
+    ("fault", "taints"),
     [
-        ("--xid=63", ("gigafab.nl/gpu-degraded", "NoSchedule")),
-        ("--silent", ("gigafab.nl/node-silent", "NoExecute")),
+        ("--xid=63", [("gigafab.nl/gpu-degraded", "NoSchedule")]),
+        ("--silent", [("gigafab.nl/node-silent", "NoExecute"), ("gigafab.nl/node-silent", "NoSchedule")]),
     ],
 )
-def test_degraded_and_silent_nodes_are_tainted(kubectl: Kubectl, fault: str, taint: tuple[str, str]) -> None:
+def test_degraded_and_silent_nodes_are_tainted(kubectl: Kubectl, fault: str, taints: list[tuple[str, str]]) -> None:
     eventually(lambda: taints_are(kubectl, []), timeout=30)
     assert inject(kubectl, fault).returncode == 0
-    eventually(lambda: taints_are(kubectl, [taint]), timeout=30)
+    eventually(lambda: taints_are(kubectl, taints), timeout=30)
     assert inject(kubectl, "--reset").returncode == 0
     eventually(lambda: taints_are(kubectl, []), timeout=30)
 

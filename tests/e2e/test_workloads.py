@@ -9,10 +9,15 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from gigafab.local.health import control_url
 from tests.e2e.conftest import Kubectl, condition, eventually, tenant
 
 TOLERATE_FAKE_NODES = [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+pytestmark = pytest.mark.usefixtures("workloads_removed")
 
 
 def workload(name: str, namespace: str, gpus: int = 2, **spec: Any) -> dict[str, Any]:

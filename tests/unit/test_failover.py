@@ -17,13 +17,13 @@ def situation(**changes: object) -> Situation:
     [
         ("critical", None, Step.MOVE),
         ("critical", False, Step.HOLD),
-        ("standard", None, Step.HOLD),
-        ("standard", True, Step.MOVE),
-        ("preemptible", True, Step.HOLD),
+        ("standard", None, Step.MOVE),
+        ("standard", False, Step.HOLD),
         ("preemptible", None, Step.HOLD),
+        ("preemptible", True, Step.MOVE),
     ],
 )
-def test_a_lost_site_moves_critical_work_and_keeps_preemptible_and_opted_out_work_waiting(
+def test_a_lost_site_moves_critical_and_standard_work_and_keeps_preemptible_and_opted_out_work_waiting(
     criticality: str, failover: bool | None, step: Step
 ) -> None:
     verdict = assess(situation(site_lost=True, criticality=criticality, failover=failover))
@@ -40,7 +40,7 @@ def test_no_room_after_a_failure_moves_the_work_only_after_a_grace_for_the_sched
     assert assess(situation(unschedulable_for=NO_ROOM_GRACE - 0.1)).step is Step.STAY
     moved = assess(situation(unschedulable_for=NO_ROOM_GRACE))
     assert (moved.step, moved.reason) == (Step.MOVE, "no room left in site niemeyer after a failure")
-    assert assess(situation(unschedulable_for=60.0, criticality="standard")).step is Step.HOLD
+    assert assess(situation(unschedulable_for=60.0, criticality="preemptible")).step is Step.HOLD
     assert assess(situation()).step is Step.STAY
 
 

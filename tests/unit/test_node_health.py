@@ -7,15 +7,16 @@ from gigafab.operator.node_health import DEGRADED, FAILED, HEALTHY, SILENT, Appl
 
 
 @pytest.mark.parametrize(
-    ("health", "taint"),
+    ("health", "taints"),
     [
-        (DEGRADED, ("gigafab.nl/gpu-degraded", "NoSchedule")),
-        (FAILED, ("gigafab.nl/gpu-failed", "NoExecute")),
-        (SILENT, ("gigafab.nl/node-silent", "NoExecute")),
+        (DEGRADED, [("gigafab.nl/gpu-degraded", "NoSchedule")]),
+        (FAILED, [("gigafab.nl/gpu-failed", "NoExecute")]),
+        # work tolerates the NoExecute one until its node has fenced; NoSchedule keeps new pods off meanwhile
+        (SILENT, [("gigafab.nl/node-silent", "NoExecute"), ("gigafab.nl/node-silent", "NoSchedule")]),
     ],
 )
-def test_each_unhealthy_state_has_its_taint(health: str, taint: tuple[str, str]) -> None:
-    assert [(t["key"], t["effect"]) for t in taints_for(health, [])] == [taint]
+def test_each_unhealthy_state_has_its_taints(health: str, taints: list[tuple[str, str]]) -> None:
+    assert [(t["key"], t["effect"]) for t in taints_for(health, [])] == taints
 
 
 def test_foreign_taints_are_kept_and_ours_replaced() -> None:

@@ -41,8 +41,9 @@ class WorkloadPhase(enum.StrEnum):
 class Failover(ApiModel):
     enabled: bool | None = Field(
         default=None,
-        description="Move the work to another lawful site when its site is lost. Defaults to true for "
-        "critical work and false otherwise (the operator applies that default).",
+        description="Move the work to another lawful site when its site is lost or has no room left after "
+        "a failure. Defaults to true for critical and standard work (critical work moves first, standard "
+        "work where room is left) and to false for preemptible work, which waits for its site.",
     )
 
 
@@ -63,7 +64,7 @@ class GpuWorkloadSpec(ApiModel):
     )
     criticality: Criticality = Field(
         default=Criticality.STANDARD,
-        description="critical work is moved first when a site is lost, standard when there is room, preemptible waits.",
+        description="critical work is moved first when a site is lost, standard where room is left, preemptible waits.",
     )
     sites: Annotated[list[Dns1123Label], AfterValidator(unique_items)] = Field(
         default_factory=list,
