@@ -72,3 +72,27 @@ def test_shifted_ports_move_every_port() -> None:
     base, shifted = Ports().all(), Ports.shifted(100).all()
     assert all(shifted[name] == port + 100 for name, port in base.items())
     assert len(set(base.values())) == len(base)
+
+
+def test_cutting_an_unknown_site_or_one_without_a_namespace_is_refused_and_touches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gigafab.cli import main
+
+    monkeypatch.setenv("GIGAFAB_STATE", str(tmp_path))
+    monkeypatch.setenv("GIGAFAB_PORT_OFFSET", "7000")  # no plane runs there: no namespace exists
+    assert main(["local", "cut", "atlantis"]) == 2
+    assert "no site 'atlantis' in the local plane; sites: niemeyer, de-halm, eemshaven" in capsys.readouterr().err
+    assert main(["local", "restore", "niemeyer"]) == 1
+    assert "only a site whose health plane runs in a network namespace can be cut" in capsys.readouterr().err
+
+
+def test_each_site_of_each_plane_gets_its_own_namespace_link_names_and_addresses() -> None:
+    from gigafab.local.sitenet import site_net
+
+    local, tests = site_net("niemeyer", 20900), site_net("niemeyer", 21900)
+    assert (local.namespace, local.host_link, local.inner_link) == ("gigafab-20900", "gf20900h", "gf20900n")
+    assert all(len(name) <= 15 for name in (local.host_link, local.inner_link)), "Linux interface names"
+    assert (local.host_ip, local.inner_ip) == ("10.81.164.1", "10.81.164.2")
+    assert tests.host_ip != local.host_ip
+    assert site_net("de-halm", 20901).host_ip != local.host_ip
