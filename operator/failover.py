@@ -5,7 +5,8 @@
 new work), or to keep it where it is although the site is in trouble (``Hold``), with
 the reason. The rules, in order:
 
-1. a workload already moving is left alone until its new copy runs (one move at a time);
+1. a workload already moving is left alone until its new copy runs (one move at a time),
+   unless the site it is moving to is lost meanwhile;
 2. its site lost (the gateway gone, or most nodes Silent; Site Healthy=False):
    work with failover moves, critical work first, standard work after it where there
    is still room; work without failover waits for the site to return
@@ -67,7 +68,7 @@ def failover_enabled(criticality: str, enabled: bool | None) -> bool:
 def assess(situation: Situation) -> Assessment:
     site = situation.site
     enabled = failover_enabled(situation.criticality, situation.failover)
-    if situation.moving:
+    if situation.moving and not situation.site_lost:  # a move whose destination is lost is decided again
         return Assessment(Step.STAY, "a move is under way")
     if situation.site_lost:
         return _when_lost(site, situation.criticality, enabled)

@@ -31,9 +31,10 @@ def test_a_lost_site_moves_critical_and_standard_work_and_keeps_preemptible_and_
     assert "niemeyer is lost" in verdict.reason
 
 
-def test_draining_moves_everything_and_a_moving_workload_is_left_alone() -> None:
+def test_draining_moves_everything_and_a_moving_workload_is_left_alone_unless_its_destination_is_lost() -> None:
     assert assess(situation(site_draining=True, criticality="preemptible")).step is Step.MOVE
-    assert assess(situation(site_lost=True, moving=True)).step is Step.STAY
+    assert assess(situation(site_draining=True, moving=True)).step is Step.STAY
+    assert assess(situation(site_lost=True, moving=True)).step is Step.MOVE, "its destination was lost meanwhile"
 
 
 def test_no_room_after_a_failure_moves_the_work_only_after_a_grace_for_the_scheduler() -> None:
