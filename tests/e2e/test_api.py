@@ -26,7 +26,7 @@ def gpu_workload(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("plural", ["sites", "tenants", "egressdestinations", "gpuworkloads"])
+@pytest.mark.parametrize("plural", ["sites", "tenants", "egressdestinations", "gpuworkloads", "allocationpolicies"])
 def test_crd_is_established_with_short_names_and_category(kubectl: Kubectl, plural: str) -> None:
     crd = kubectl.get("crd", f"{plural}.gigafab.nl")
     assert crd is not None
@@ -50,6 +50,13 @@ def test_kubectl_explain_describes_fields(kubectl: Kubectl, field: str, expected
 def test_get_gigafab_category_lists_all_kinds(kubectl: Kubectl) -> None:
     listed = kubectl.run("get", "gigafab").stdout
     assert "site.gigafab.nl/de-halm" in listed
+
+
+def policy(name: str = "default", **shares: int) -> dict[str, Any]:
+    given = shares or {"euro_hpc": 50, "national": 25, "regional": 25}
+    tracks = [{"name": track.replace("_", "-"), "share": share} for track, share in given.items()]
+    header = {"apiVersion": "gigafab.nl/v1alpha1", "kind": "AllocationPolicy", "metadata": {"name": name}}
+    return {**header, "spec": {"tracks": tracks}}
 
 
 INVALID = [
@@ -76,7 +83,27 @@ INVALID = [
     pytest.param(gpu_workload("bad-class", dataClass="secret"), "dataClass", id="workload-unknown-data-class"),
     pytest.param(gpu_workload("bad-sites", sites=["Not_A_Site"]), "sites", id="workload-site-not-dns"),
     pytest.param(gpu_workload("no-template", template=None), "template", id="workload-without-template"),
+    pytest.param(policy("other"), "there is one AllocationPolicy and it is named default", id="policy-not-named-default"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("changed", "message"),
+    [
+        pytest.param(policy(euro_hpc=60, national=25, regional=25), "must add up to 100", id="shares-above-100"),
+        pytest.param(policy(euro_hpc=50, national=25), "must add up to 100", id="shares-below-100"),
+        pytest.param(policy(euro_hpc=50, commercial=50), "tracks[1].name", id="unknown-track"),
+        pytest.param(policy(euro_hpc=150), "share", id="share-above-100"),
+    ],
+)
+def test_an_allocation_policy_whose_shares_do_not_add_up_is_refused_and_the_policy_kept(
+    kubectl: Kubectl, changed: dict[str, Any], message: str
+) -> None:
+    before = kubectl.get("allocationpolicy", "default")["spec"]
+    answer = kubectl.apply(changed, check=False)
+    assert answer.returncode != 0, "accepted"
+    assert message in answer.stderr, answer.stderr
+    assert kubectl.get("allocationpolicy", "default")["spec"] == before
 
 
 @pytest.mark.parametrize(("obj", "field"), INVALID)

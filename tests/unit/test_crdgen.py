@@ -29,6 +29,8 @@ CEL_FUNCTIONS = {
     "type",
     "isCIDR",
     "isQuantity",
+    "map",  # CEL macro
+    "sum",  # Kubernetes list library (the apiserver accepts it: tests/e2e/test_api.py)
     "int",
 }
 STRUCTURAL_KEYS = {

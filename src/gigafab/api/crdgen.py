@@ -146,7 +146,9 @@ def _ordered_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _root_schema(kind: CrdKind) -> Schema:
+    rules = {"x-kubernetes-validations": [_ordered_rule(rule) for rule in kind.root_rules]} if kind.root_rules else {}
     return {
+        **rules,
         "description": kind.description,
         "type": "object",
         "properties": {

@@ -149,7 +149,7 @@ class Plane:
         self.create_missing(nodes)  # never re-apply: that would wipe the health plane's taints
         samples = repo_root() / "config" / "samples"
         if options.samples:
-            self.kubectl("apply", "-f", str(samples / "sites.yaml"))
+            self.kubectl("apply", "-f", str(samples / "sites.yaml"), "-f", str(samples / "allocation.yaml"))
         if options.tenants:
             self.kubectl("apply", "-f", str(samples / "egress.yaml"), "-f", str(samples / "tenants.yaml"))
 

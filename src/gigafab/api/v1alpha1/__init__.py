@@ -4,6 +4,13 @@ The CRDs in ``crds/`` and ``charts/gigafab/crds/`` are generated from these mode
 ``gigafab crds generate`` (``gigafab.api.crdgen``).
 """
 
+from gigafab.api.v1alpha1.allocation import (
+    AllocationPolicy,
+    AllocationPolicySpec,
+    AllocationPolicyStatus,
+    TrackShare,
+    TrackStatus,
+)
 from gigafab.api.v1alpha1.common import (
     DNS1123_LABEL_PATTERN,
     DNS1123_SUBDOMAIN_PATTERN,
@@ -49,7 +56,7 @@ GROUP = "gigafab.nl"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-KINDS: tuple[CrdKind, ...] = (Site.crd, Tenant.crd, EgressDestination.crd, GpuWorkload.crd)
+KINDS: tuple[CrdKind, ...] = (Site.crd, Tenant.crd, EgressDestination.crd, GpuWorkload.crd, AllocationPolicy.crd)
 """The kinds of the API, in the order their CRDs are generated."""
 
 __all__ = [
@@ -61,6 +68,9 @@ __all__ = [
     "ISO_3166_ALPHA2",
     "KINDS",
     "VERSION",
+    "AllocationPolicy",
+    "AllocationPolicySpec",
+    "AllocationPolicyStatus",
     "ApiModel",
     "Condition",
     "ConditionStatus",
@@ -91,5 +101,7 @@ __all__ = [
     "TenantSpec",
     "TenantStatus",
     "Track",
+    "TrackShare",
+    "TrackStatus",
     "WorkloadPhase",
 ]

@@ -243,6 +243,8 @@ class CrdKind:
     status_model: type[ApiModel]
     printer_columns: tuple[PrinterColumn, ...]
     description: str
+    root_rules: tuple[dict[str, Any], ...] = ()
+    """CEL rules on the whole object (they may read ``metadata``)."""
 
     def __post_init__(self) -> None:
         if "gigafab" not in self.categories:

@@ -1,0 +1,46 @@
+"""The AllocationPolicy on the real plane: guarantees from the healthy GPUs, use by track.
+
+Enforcement through Kueue is not built yet (issue 6); these tests cover the policy and
+its accounting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Kubectl, condition, eventually, tenant
+from tests.e2e.test_workloads import tenant_ready, workload
+
+pytestmark = pytest.mark.usefixtures("workloads_removed")
+
+
+def tracks(kubectl: Kubectl) -> tuple[int, dict[str, dict[str, Any]]]:
+    status = kubectl.get("allocationpolicy", "default")["status"]
+    return int(status["healthyGpus"]), {track["name"]: track for track in status["tracks"]}
+
+
+def test_the_default_policy_guarantees_its_shares_of_the_healthy_gpus_and_counts_use_by_track(
+    kubectl: Kubectl, unique: str
+) -> None:
+    policy = kubectl.get("allocationpolicy", "default")
+    assert condition(policy, "Ready")["status"] == "True"
+    kubectl.apply(tenant(unique, track="euro-hpc", quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
+    eventually(lambda: tenant_ready(kubectl, unique))
+    kubectl.apply(workload("climate", unique, gpus=2))
+
+    def counted() -> tuple[int, dict[str, dict[str, Any]]]:
+        healthy, by_track = tracks(kubectl)
+        assert by_track["euro-hpc"]["usedGpus"] >= 2
+        return healthy, by_track
+
+    healthy, by_track = eventually(counted)
+    sites = kubectl.get("sites")["items"]
+    active = [site for site in sites if site["spec"].get("lifecycle", "Active") == "Active"]
+    assert healthy == sum(site["status"].get("gpusHealthy", 0) for site in active)
+    assert sum(track["guaranteedGpus"] for track in by_track.values()) == healthy
+    assert by_track["euro-hpc"]["guaranteedGpus"] == healthy // 2
+    for track in by_track.values():
+        assert track["borrowedGpus"] == max(0, track["usedGpus"] - track["guaranteedGpus"])
+    lent = sum(track["lentGpus"] for track in by_track.values())
+    assert lent <= sum(track["borrowedGpus"] for track in by_track.values())
