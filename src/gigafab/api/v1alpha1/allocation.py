@@ -8,13 +8,12 @@ from pydantic import AfterValidator, ConfigDict, Field
 
 from gigafab.api.v1alpha1.common import (
     AGE_COLUMN,
-    CONDITIONS_EXTRA,
-    CONDITIONS_MAX_ITEMS,
     ApiModel,
-    Condition,
+    Conditions,
     CrdKind,
     cel,
     condition_column,
+    conditions_field,
     unique_by,
 )
 from gigafab.api.v1alpha1.tenant import Track
@@ -75,12 +74,7 @@ class AllocationPolicyStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         description="Per track: guaranteed, used, borrowed and lent GPUs.",
     )
-    conditions: Annotated[list[Condition], AfterValidator(unique_by(lambda c: c.type))] = Field(
-        default_factory=list,
-        max_length=CONDITIONS_MAX_ITEMS,
-        json_schema_extra=CONDITIONS_EXTRA,
-        description="Ready: the guarantees are computed.",
-    )
+    conditions: Conditions = conditions_field("Ready: the guarantees are computed.")
 
 
 class AllocationPolicy(ApiModel):

@@ -82,6 +82,13 @@ class ConditionStatus(enum.StrEnum):
     UNKNOWN = "Unknown"
 
 
+def conditions_field(description: str) -> Any:
+    """The ``status.conditions`` field of every kind: Kubernetes conditions, one per type."""
+    return Field(
+        default_factory=list, max_length=CONDITIONS_MAX_ITEMS, json_schema_extra=CONDITIONS_EXTRA, description=description
+    )
+
+
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
     """One entry of ``x-kubernetes-validations``: a CEL rule checked by the apiserver."""
     entry: dict[str, Any] = {"rule": rule, "message": message}
@@ -256,3 +263,7 @@ class CrdKind:
     def list_kind(self) -> str:
         """Kind of the list of these objects, such as SiteList."""
         return f"{self.kind}List"
+
+
+Conditions = Annotated[list[Condition], AfterValidator(unique_by(lambda c: c.type))]
+"""The type of every kind's ``status.conditions`` (see ``conditions_field``)."""

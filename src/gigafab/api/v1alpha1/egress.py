@@ -10,14 +10,13 @@ from pydantic import AfterValidator, Field
 
 from gigafab.api.v1alpha1.common import (
     AGE_COLUMN,
-    CONDITIONS_EXTRA,
-    CONDITIONS_MAX_ITEMS,
     ApiModel,
-    Condition,
+    Conditions,
     CountryCode,
     CrdKind,
     cel,
     condition_column,
+    conditions_field,
     unique_by,
     unique_items,
 )
@@ -100,12 +99,7 @@ class EgressDestinationStatus(ApiModel):
         ge=0,
         description="metadata.generation of the spec last acted upon.",
     )
-    conditions: Annotated[list[Condition], AfterValidator(unique_by(lambda c: c.type))] = Field(
-        default_factory=list,
-        max_length=CONDITIONS_MAX_ITEMS,
-        json_schema_extra=CONDITIONS_EXTRA,
-        description="Observations of the destination's state, such as Accepted.",
-    )
+    conditions: Conditions = conditions_field("Observations of the destination's state, such as Accepted.")
 
 
 class EgressDestination(ApiModel):

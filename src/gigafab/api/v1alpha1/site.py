@@ -9,17 +9,15 @@ from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from gigafab.api.v1alpha1.common import (
     AGE_COLUMN,
-    CONDITIONS_EXTRA,
-    CONDITIONS_MAX_ITEMS,
     ApiModel,
-    Condition,
+    Conditions,
     CountryCode,
     CrdKind,
     DataClass,
     Dns1123Label,
     cel,
     condition_column,
-    unique_by,
+    conditions_field,
     unique_items,
 )
 
@@ -120,12 +118,7 @@ class SiteStatus(ApiModel):
         ge=0,
         description="Estimated power in kW drawn by the GPUs in use on the site.",
     )
-    conditions: Annotated[list[Condition], AfterValidator(unique_by(lambda c: c.type))] = Field(
-        default_factory=list,
-        max_length=CONDITIONS_MAX_ITEMS,
-        json_schema_extra=CONDITIONS_EXTRA,
-        description="Observations of the site's state, such as Ready.",
-    )
+    conditions: Conditions = conditions_field("Observations of the site's state, such as Ready.")
 
 
 class Site(ApiModel):

@@ -10,17 +10,16 @@ from pydantic import AfterValidator, Field
 
 from gigafab.api.v1alpha1.common import (
     AGE_COLUMN,
-    CONDITIONS_EXTRA,
-    CONDITIONS_MAX_ITEMS,
     QUANTITY_PATTERN,
     ApiModel,
-    Condition,
+    Conditions,
     CrdKind,
     DataClass,
     Dns1123Label,
     Dns1123Subdomain,
     cel,
     condition_column,
+    conditions_field,
     unique_by,
     unique_items,
 )
@@ -184,12 +183,7 @@ class TenantStatus(ApiModel):
         ge=0,
         description="GPU quota in effect (spec.quota.gpus as last applied).",
     )
-    conditions: Annotated[list[Condition], AfterValidator(unique_by(lambda c: c.type))] = Field(
-        default_factory=list,
-        max_length=CONDITIONS_MAX_ITEMS,
-        json_schema_extra=CONDITIONS_EXTRA,
-        description="Observations of the tenant's state, such as Ready.",
-    )
+    conditions: Conditions = conditions_field("Observations of the tenant's state, such as Ready.")
 
 
 class Tenant(ApiModel):

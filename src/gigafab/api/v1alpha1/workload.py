@@ -9,14 +9,13 @@ from pydantic import AfterValidator, Field
 
 from gigafab.api.v1alpha1.common import (
     AGE_COLUMN,
-    CONDITIONS_EXTRA,
-    CONDITIONS_MAX_ITEMS,
     ApiModel,
-    Condition,
+    Conditions,
     CrdKind,
     DataClass,
     Dns1123Label,
     condition_column,
+    conditions_field,
     unique_by,
     unique_items,
 )
@@ -126,12 +125,7 @@ class GpuWorkloadStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
         description="Placements so far, oldest first (the last 32).",
     )
-    conditions: Annotated[list[Condition], AfterValidator(unique_by(lambda c: c.type))] = Field(
-        default_factory=list,
-        max_length=CONDITIONS_MAX_ITEMS,
-        json_schema_extra=CONDITIONS_EXTRA,
-        description="Placed and Running.",
-    )
+    conditions: Conditions = conditions_field("Placed and Running.")
 
 
 class GpuWorkload(ApiModel):
