@@ -23,7 +23,7 @@ from typing import Protocol
 
 import grpc
 from gigafab.agents.classify import Health, Reading, Verdict, classify
-from gigafab.agents.fencing import Fence
+from gigafab.agents.fencing import Fence, keepalive_seconds
 from gigafab.agents.tls import AgentTls
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -52,11 +52,6 @@ class GpuBackend(Protocol):
 
 
 VERSION = "0.1.0"
-
-
-def keepalive_seconds(fence_after: float) -> float:
-    """Keepalive interval (and timeout) of an agent's stream: a quarter of ``fence_after``, at least 1 s."""
-    return max(1.0, fence_after / 4)
 
 
 class Agent:

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 async def _agents(args: argparse.Namespace) -> None:
     import asyncio
 
-    from gigafab.agents.agent import Agent, keepalive_seconds
+    from gigafab.agents.agent import Agent
     from gigafab.agents.control import FaultControl
     from gigafab.agents.fencing import Fence, SimulatedRuntime
     from gigafab.agents.simulated import SimulatedBackend
@@ -95,7 +95,7 @@ async def _agents(args: argparse.Namespace) -> None:
             args.gateway,
             AgentTls(args.pki / f"{node}.crt", args.pki / f"{node}.key", args.pki / "ca.crt"),
             args.interval,
-            Fence(SimulatedRuntime(node, args.fence_log), args.fence_after, 2 * keepalive_seconds(args.fence_after)),
+            Fence(SimulatedRuntime(node, args.fence_log), args.fence_after),
         )
         for node in args.node
     }

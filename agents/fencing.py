@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 WORKLOAD_LABEL = "gigafab.nl/workload"
+"""The label of every pod of a GpuWorkload (the operator sets it; fencing stops what carries it)."""
 
 
 class Runtime(Protocol):
@@ -105,12 +106,18 @@ class CriRuntime:
         """Nothing to undo: the kubelet starts what the apiserver still wants."""
 
 
+def keepalive_seconds(fence_after: float) -> float:
+    """Keepalive interval (and timeout) of a fencing agent's stream: a quarter of ``fence_after``, at least 1 s."""
+    return max(1.0, fence_after / 4)
+
+
 class Fence:
     """When to fence: the agent tells it about contact; ``check`` fences when it is overdue."""
 
-    def __init__(self, runtime: Runtime, fence_after: float, blind: float, clock: Callable[[], float] = time.monotonic) -> None:
-        """``blind``: how long a dead stream can look alive (keepalive interval plus timeout)."""
-        self.runtime, self.fence_after, self.blind, self.clock = runtime, fence_after, blind, clock
+    def __init__(self, runtime: Runtime, fence_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.runtime, self.fence_after, self.clock = runtime, fence_after, clock
+        self.blind = 2 * keepalive_seconds(fence_after)
+        """How long a dead stream can look alive: the keepalive interval plus its timeout."""
         self.lost_since: float | None = clock()
         """Since when there is no known contact (None: a stream is alive); a new agent has none yet."""
         self.fenced = False

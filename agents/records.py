@@ -110,6 +110,10 @@ class EtcdRecords:
         await self.restore()
         self._keeper = asyncio.create_task(self._keep_alive())
 
+    def _held(self) -> Any:
+        """The transaction compare: the site's gateway key still holds this gateway's identity."""
+        return self.client.transactions.value(gateway_key(self.ledger.site)) == self.identity
+
     def fence_reason(self, now: float) -> str | None:
         """Why the site's agents must fence now, or None while this gateway has contact."""
         silent_for = now - self.contact
@@ -141,7 +145,7 @@ class EtcdRecords:
         if reply is None or reply.TTL <= 0:  # expired while we were cut off (and the key with it)
             self.lease = await self.client.lease(self.ttl)
         key, transactions = gateway_key(self.ledger.site), self.client.transactions
-        held, _ = await self.client.transaction(compare=[transactions.value(key) == self.identity], success=[], failure=[])
+        held, _ = await self.client.transaction(compare=[self._held()], success=[], failure=[])
         if not held:
             take = transactions.put(key, self.identity, lease=self.lease)
             taken, _ = await self.client.transaction(compare=[transactions.create(key) == 0], success=[take], failure=[])
@@ -166,14 +170,10 @@ class EtcdRecords:
                 await self._keeper
         if revoke and self.lease is not None:
             # say so first: the operator then counts contact until now, not until a lease's TTL earlier
-            stopping = {**json.loads(self.identity), "stopping": True}
-            key, transactions = gateway_key(self.ledger.site), self.client.transactions
+            stopping = json.dumps({**json.loads(self.identity), "stopping": True}).encode()
+            put = self.client.transactions.put(gateway_key(self.ledger.site), stopping, lease=self.lease)
             with contextlib.suppress(aetcd.ClientError, TimeoutError):
-                await self.client.transaction(
-                    compare=[transactions.value(key) == self.identity],
-                    success=[transactions.put(key, json.dumps(stopping).encode(), lease=self.lease)],
-                    failure=[],
-                )
+                await self.client.transaction(compare=[self._held()], success=[put], failure=[])
             await self.lease.revoke()
 
     async def __call__(self, transitions: Sequence[Transition]) -> bool:
@@ -210,7 +210,7 @@ class EtcdRecords:
 
     async def _write_nodes(self, nodes: Sequence[str], transitions: Sequence[Transition]) -> None:
         site, at, clock = self.ledger.site, time.time(), time.monotonic()
-        held = self.client.transactions.value(gateway_key(site)) == self.identity
+        held = self._held()
         for first in range(0, len(nodes), NODES_PER_TRANSACTION):
             puts = [
                 self.client.transactions.put(

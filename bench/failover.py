@@ -38,11 +38,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gigafab.agents.control import inject
+from gigafab.operator.conditions import seconds_of
 from kubernetes import client, config
 
 from gigafab.local.health import control_url, fence_log
@@ -223,7 +223,7 @@ class Bench:
         for name in leaving:
             messages = [e.message for e in events if e.involved_object.name == name and e.reason == "FailingOver"]
             found = [re.search(r"epoch (\d+) on \S+, starting after (\S+Z):", m) for m in messages]
-            starts = {int(m.group(1)): _seconds(m.group(2)) for m in found if m}
+            starts = {int(m.group(1)): seconds_of(m.group(2)) for m in found if m}
             start = starts.get(epochs[name] + 1)
             if start is None:
                 self.overlaps.append(f"{name}: no FailingOver event for epoch {epochs[name] + 1}")
@@ -233,12 +233,8 @@ class Bench:
                 self.overlaps.append(f"{name}: started at {start} but {site} fenced {fenced}")
 
     def cli(self, *args: str) -> None:
-        env = {**os.environ, "GIGAFAB_STATE": str(self.plane.layout.state), "GIGAFAB_PORT_OFFSET": str(OFFSET)}
+        env = {**os.environ, **self.plane.layout.environment()}
         subprocess.run([sys.executable, "-m", "gigafab", *args], check=True, env=env, capture_output=True, timeout=60)
-
-
-def _seconds(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def main() -> None:

@@ -29,6 +29,21 @@ def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def rfc3339(at: float) -> str:
+    """A wall-clock time (seconds since the epoch) in RFC 3339, to the millisecond."""
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds_of(stamp: str) -> float | None:
+    """Wall-clock seconds of an RFC 3339 time (None when there is none)."""
+    if not stamp:
+        return None
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def merge(
     current: Sequence[Mapping[str, Any]] | None,
     wanted: Sequence[Condition],
@@ -55,15 +70,16 @@ def merge(
     return sorted(by_type.values(), key=lambda item: str(item["type"]))
 
 
+def find(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> Mapping[str, Any]:
+    """The condition of type ``kind`` (empty when there is none)."""
+    return next((item for item in conditions or () if item.get("type") == kind), {})
+
+
 def status_of(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> str | None:
-    for item in conditions or ():
-        if item.get("type") == kind:
-            return str(item.get("status"))
-    return None
+    found = find(conditions, kind)
+    return str(found.get("status")) if found else None
 
 
 def reason_of(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> str | None:
-    for item in conditions or ():
-        if item.get("type") == kind:
-            return str(item.get("reason"))
-    return None
+    found = find(conditions, kind)
+    return str(found.get("reason")) if found else None

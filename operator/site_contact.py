@@ -38,6 +38,11 @@ class SiteContact:
     silent_nodes: dict[str, float] = field(default_factory=dict)
     """Nodes reported Silent, with their last report (wall clock)."""
 
+    @property
+    def lost_contact(self) -> float | None:
+        """The gateway's last contact while its key is gone; None while it is there (or never was)."""
+        return None if self.gateway else self.last_contact
+
 
 class Contacts:
     """Contact of every site; written by the health watch, read by the failover loop (other threads)."""
@@ -84,7 +89,7 @@ class Contacts:
     def lost(self, site: str) -> bool:
         with self._lock:
             contact = self._sites.get(site)
-            return contact is not None and not contact.gateway and contact.last_contact is not None
+            return contact is not None and contact.lost_contact is not None
 
     def unreachable(self, site: str, nodes: int) -> bool:
         """The site is lost: its gateway is gone, or most of its ``nodes`` are Silent."""
@@ -92,7 +97,7 @@ class Contacts:
             contact = self._sites.get(site)
             if contact is None:
                 return False
-            return (not contact.gateway and contact.last_contact is not None) or 2 * len(contact.silent_nodes) > nodes
+            return contact.lost_contact is not None or 2 * len(contact.silent_nodes) > nodes
 
     def fenced_at(self, site: str) -> float | None:
         """Wall-clock time from which the site's work has surely stopped; None when nothing of it is lost."""
@@ -101,8 +106,8 @@ class Contacts:
             if contact is None:
                 return None
             last = [*contact.silent_nodes.values()]
-            if not contact.gateway and contact.last_contact is not None:
-                last.append(contact.last_contact)
+            if (lost := contact.lost_contact) is not None:
+                last.append(lost)
             return max(last) + contact.fence_after + self.margin if last else None
 
     def fence_after(self, site: str) -> float:

@@ -63,8 +63,11 @@ def usable_gpus(node: NodeSummary) -> int:
     return node.gpus if node.healthy_gpus is None else min(node.gpus, node.healthy_gpus)
 
 
-def site_status(zone: str, lifecycle: str, nodes: Iterable[NodeSummary]) -> tuple[dict[str, Any], list[Condition]]:
-    """Counts for status and the Ready and Healthy conditions of a site."""
+def site_status(
+    zone: str, lifecycle: str, nodes: Iterable[NodeSummary], *, gateway_lost: bool = False
+) -> tuple[dict[str, Any], list[Condition]]:
+    """Counts for status and the Ready and Healthy conditions of a site; ``gateway_lost``: its health
+    gateway's key is gone, so nothing vouches for its nodes whatever they last said."""
     members = [node for node in nodes if node.zone == zone]
     ready = [node for node in members if node.ready]
     counts = {
@@ -86,7 +89,10 @@ def site_status(zone: str, lifecycle: str, nodes: Iterable[NodeSummary]) -> tupl
         readiness = Condition(
             "Ready", True, "NodesReady", f"{len(ready)}/{len(members)} node(s) ready, {counts['gpusHealthy']} GPU(s) healthy"
         )
-    if not members:
+    if gateway_lost:
+        message = "the site's health gateway is lost (its lease ran out): nothing vouches for its nodes"
+        healthy = Condition("Healthy", False, "GatewayLost", message)
+    elif not members:
         healthy = Condition("Healthy", False, "NoNodes", "the site has no nodes")
     elif 2 * len(ready) > len(members):
         healthy = Condition("Healthy", True, "MostNodesReady", f"{len(ready)}/{len(members)} node(s) ready")

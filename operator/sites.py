@@ -6,7 +6,6 @@ from typing import Any
 
 import kopf
 from gigafab.operator import audit, conditions
-from gigafab.operator.conditions import Condition
 from gigafab.operator.site_contact import CONTACTS
 from gigafab.operator.site_health import ZONE_LABEL, NodeSummary, node_summary, site_status
 from gigafab.operator.state import Client, custom_path
@@ -31,10 +30,8 @@ def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     zone = str(spec.get("zone") or meta["name"])
     generation = int(meta.get("generation") or 0)
-    counts, wanted = site_status(zone, str(spec.get("lifecycle", "Active")), list(nodes.get(zone, [])))
-    if CONTACTS.lost(meta["name"]):
-        message = "the site's health gateway is lost (its lease ran out): nothing vouches for its nodes"
-        wanted[1] = Condition("Healthy", False, "GatewayLost", message)
+    lifecycle, members = str(spec.get("lifecycle", "Active")), list(nodes.get(zone, []))
+    counts, wanted = site_status(zone, lifecycle, members, gateway_lost=CONTACTS.lost(meta["name"]))
     new = {
         **counts,
         "observedGeneration": generation,

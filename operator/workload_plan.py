@@ -16,13 +16,13 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gigafab.agents.fencing import WORKLOAD_LABEL
 from gigafab.operator.conditions import status_of
 from gigafab.operator.placement import SiteView, free_gpus_by_node
 from gigafab.operator.site_health import GPU_RESOURCE, ZONE_LABEL, NodeSummary, usable_gpus
 
 from gigafab.api.v1alpha1 import API_VERSION, GpuWorkload, SiteSpec
 
-WORKLOAD_LABEL = "gigafab.nl/workload"
 EPOCH_LABEL = "gigafab.nl/epoch"
 SITE_LABEL = "gigafab.nl/site"
 SILENT_TAINT = "gigafab.nl/node-silent"

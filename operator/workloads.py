@@ -26,17 +26,17 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from gigafab.agents.fencing import WORKLOAD_LABEL
 from gigafab.operator import audit, conditions
-from gigafab.operator.conditions import Condition, now_rfc3339
+from gigafab.operator.conditions import Condition, now_rfc3339, rfc3339, seconds_of
 from gigafab.operator.failover import Situation, Step, assess, may_start, move_order
 from gigafab.operator.placement import Decision, TenantView, WorkloadView, place
 from gigafab.operator.site_contact import CONTACTS
 from gigafab.operator.state import Client, first
-from gigafab.operator.workload_plan import EPOCH_LABEL, WORKLOAD_LABEL, pod_gpus, runner_for, runner_name, site_views
+from gigafab.operator.workload_plan import EPOCH_LABEL, pod_gpus, runner_for, runner_name, site_views
 
 from gigafab.api.v1alpha1 import GpuWorkloadSpec, SiteSpec
 
@@ -55,6 +55,8 @@ class RunnerPod:
     phase: str
     unschedulable_since: float | None
     deleting: bool
+    gpus: int
+    """GPUs it asks for (it holds them on its node once bound, until it finishes)."""
 
 
 @dataclass(frozen=True)
@@ -75,22 +77,13 @@ _running: dict[Key, int] = {}
 
 
 @kopf.index("", "v1", "pods", labels={WORKLOAD_LABEL: kopf.PRESENT})
-def workload_pod_index(spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, int]:
-    """GPUs held by gigafab pods, by node."""
-    node = spec.get("nodeName")
-    if not node or status.get("phase") in ("Succeeded", "Failed"):
-        return {}
-    return {str(node): pod_gpus(dict(spec))}
-
-
-@kopf.index("", "v1", "pods", labels={WORKLOAD_LABEL: kopf.PRESENT})
 def runner_pod_index(
     namespace: str | None, labels: kopf.Labels, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
 ) -> dict[Key, RunnerPod]:
     """Pods of every epoch, by workload."""
     unschedulable = next(
         (
-            _seconds(str(c.get("lastTransitionTime") or ""))
+            seconds_of(str(c.get("lastTransitionTime") or ""))
             for c in status.get("conditions") or []
             if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
         ),
@@ -102,6 +95,7 @@ def runner_pod_index(
         phase=str(status.get("phase") or "Pending"),
         unschedulable_since=unschedulable,
         deleting=bool(meta.get("deletionTimestamp")),
+        gpus=pod_gpus(dict(spec)),
     )
     return {(str(namespace), labels[WORKLOAD_LABEL]): pod}
 
@@ -265,7 +259,7 @@ def _move_fields(leaving: tuple[str, str] | None) -> tuple[dict[str, Any], bool]
         "fromSite": site,
         "reason": why[:1024],
         "since": now_rfc3339(),
-        "startsAfter": _rfc3339(fenced if fenced is not None else time.time()),
+        "startsAfter": rfc3339(fenced if fenced is not None else time.time()),
         "awaitOldCopies": fenced is None,
         "released": False,
     }
@@ -278,7 +272,7 @@ def _release(workload: dict[str, Any], move: Mapping[str, Any], indexes: Mapping
     epoch = int(status.get("epoch") or 0)
     pods = indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), [])
     old = sum(1 for pod in pods if pod.epoch < epoch)
-    if not may_start(now, _seconds(str(move["startsAfter"])) or 0.0, bool(move.get("awaitOldCopies")), old):
+    if not may_start(now, seconds_of(str(move["startsAfter"])) or 0.0, bool(move.get("awaitOldCopies")), old):
         return
     if move.get("awaitOldCopies"):
         why = f"the copies on {move['fromSite']} are gone"
@@ -306,7 +300,7 @@ def _report_running(workload: dict[str, Any], indexes: Mapping[str, Any]) -> Non
         move = status.get("move")
         message = f"{running}/{replicas} replica(s) of epoch {epoch} running on {status['site']}"
         if move:
-            taken = time.time() - (_seconds(str(move.get("since"))) or time.time())
+            taken = time.time() - (seconds_of(str(move.get("since"))) or time.time())
             message += f", {taken:.1f} s after leaving {move['fromSite']}"
         wanted = [Condition("Running", True, "Running", message)]
         merged = conditions.merge(status.get("conditions"), wanted, generation)
@@ -324,8 +318,7 @@ def _report_running(workload: dict[str, Any], indexes: Mapping[str, Any]) -> Non
 
 def _note_hold(workload: dict[str, Any], reason: str) -> None:
     status = workload.get("status") or {}
-    current: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Running"), {})
-    if current.get("message") == reason:
+    if conditions.find(status.get("conditions"), "Running").get("message") == reason:
         return
     generation = int(workload["metadata"].get("generation") or 0)
     wanted = [Condition("Running", False, "Waiting", reason)]
@@ -359,7 +352,11 @@ def _unschedulable_for(workload: dict[str, Any], indexes: Mapping[str, Any], now
 
 def _in_use(indexes: Mapping[str, Any], deciding: Key) -> tuple[dict[str, int], dict[str, int], dict[str, list[tuple[int, int]]]]:
     """GPUs in use by node, placed GPUs by site, and reserved replicas by site (work placed a moment ago)."""
-    in_use = {node: sum(store) for node, store in indexes["workload_pod_index"].items()}
+    in_use: dict[str, int] = {}
+    for store in indexes["runner_pod_index"].values():
+        for pod in store:
+            if pod.node and pod.phase not in ("Succeeded", "Failed"):
+                in_use[pod.node] = in_use.get(pod.node, 0) + pod.gpus
     placed: dict[str, int] = {}
     seen: set[tuple[Key, int]] = set()
     for site, store in indexes["workload_index"].items():
@@ -385,10 +382,9 @@ def _in_use(indexes: Mapping[str, Any], deciding: Key) -> tuple[dict[str, int], 
 def _pending(body: dict[str, Any], decision: Decision | None, message: str) -> None:
     _running.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
     status = body.get("status") or {}
-    if status.get("phase") == "Pending" and conditions.status_of(status.get("conditions"), "Placed") == "False":
-        previous: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Placed"), {})
-        if previous.get("message") == message:
-            return  # nothing new to say
+    placed = conditions.find(status.get("conditions"), "Placed")
+    if status.get("phase") == "Pending" and placed.get("status") == "False" and placed.get("message") == message:
+        return  # nothing new to say
     _write_status(body, decision, {"phase": "Pending", "move": None}, Condition("Placed", False, "NoSiteFits", message))
     audit.warning(body, "NoSiteFits", message)
 
@@ -412,17 +408,3 @@ def _merge_status(body: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
     meta = body["metadata"]
     path = f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{PLURAL}/{meta['name']}/status"
     Client.get().merge_patch(path, {"status": patch})
-
-
-def _rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _seconds(stamp: str) -> float | None:
-    """Wall-clock seconds of an RFC 3339 time (None when there is none)."""
-    if not stamp:
-        return None
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

@@ -17,13 +17,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 import pytest
+from gigafab.operator.conditions import seconds_of
 
 from gigafab.local.health import control_url, fence_log
-from gigafab.local.layout import Ports
 from gigafab.local.nodes import gpu_node, node_name
 from tests.e2e.conftest import Kubectl, condition, eventually, tenant
 from tests.e2e.test_workloads import tenant_ready, workload
@@ -36,10 +35,9 @@ pytestmark = pytest.mark.usefixtures("workloads_removed")
 
 def gigafab(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI against the test plane (its state folder and shifted ports)."""
-    layout = kubectl.plane.layout
-    plane = {"GIGAFAB_STATE": str(layout.state), "GIGAFAB_PORT_OFFSET": str(layout.ports.etcd_client - Ports().etcd_client)}
     command = [sys.executable, "-m", "gigafab", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **plane})
+    env = {**os.environ, **kubectl.plane.layout.environment()}
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
 
 
 def site_healthy(kubectl: Kubectl, site: str) -> None:
@@ -96,7 +94,9 @@ class Timeline:
 
 
 def seconds(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    parsed = seconds_of(stamp)
+    assert parsed is not None, f"not an RFC 3339 time: {stamp!r}"
+    return parsed
 
 
 def fences(kubectl: Kubectl, site: str, since: float) -> dict[str, float]:

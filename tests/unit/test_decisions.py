@@ -98,3 +98,8 @@ def test_node_summary_reads_the_healthy_gpu_count_annotation() -> None:
 )
 def test_covers(observed: object, desired: object, same: bool) -> None:
     assert covers(observed, desired) is same
+
+
+def test_a_site_whose_gateway_is_lost_is_not_healthy_whatever_its_nodes_last_said() -> None:
+    _, (_, health) = site_status("z", "Active", [NodeSummary("n", "z", 8, True)], gateway_lost=True)
+    assert (health.status, health.reason) == (False, "GatewayLost")

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from gigafab.agents.agent import Agent, keepalive_seconds
+from gigafab.agents.agent import Agent
 from gigafab.agents.fencing import CriRuntime, Fence, SimulatedRuntime
 from gigafab.agents.gateway import HealthGateway, serve
 from gigafab.agents.ledger import Ledger
@@ -36,7 +36,7 @@ class Clock:
 def test_a_node_fences_when_contact_has_been_lost_for_fence_after_counting_the_blind_time() -> None:
     clock = Clock()
     runtime = SimulatedRuntime("n1", clock=clock)
-    fence = Fence(runtime, fence_after=4.0, blind=2.0, clock=clock)
+    fence = Fence(runtime, fence_after=4.0, clock=clock)
     fence.connected()
     clock.now = 200.0
     fence.check()
@@ -57,12 +57,12 @@ def test_a_node_fences_when_contact_has_been_lost_for_fence_after_counting_the_b
 def test_a_new_agent_that_never_reaches_a_gateway_fences_and_a_gateway_order_fences_at_once() -> None:
     clock = Clock()
     lonely = SimulatedRuntime("n1", clock=clock)
-    fence = Fence(lonely, fence_after=4.0, blind=2.0, clock=clock)
+    fence = Fence(lonely, fence_after=4.0, clock=clock)
     clock.now += 4.0
     fence.check()
     assert lonely.fenced_at == clock.now
     ordered = SimulatedRuntime("n2", clock=clock)
-    Fence(ordered, fence_after=4.0, blind=2.0, clock=clock).ordered("gateway lost etcd")
+    Fence(ordered, fence_after=4.0, clock=clock).ordered("gateway lost etcd")
     assert ordered.events[0]["reason"] == "gateway lost etcd"
 
 
@@ -146,7 +146,7 @@ async def connected_agent(
     server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(served.cert, served.key, pki.pair.cert))
     pair = pki.issue_client(ClientIdentity(node, node))
     runtime = SimulatedRuntime(node)
-    fence = Fence(runtime, fence_after, 2 * keepalive_seconds(fence_after))
+    fence = Fence(runtime, fence_after)
     tls = AgentTls(pair.cert, pair.key, pki.pair.cert)
     agent = Agent(node, SITE, SimulatedBackend(node, 2), [f"127.0.0.1:{port}"], tls, 0.2, fence)
     running = asyncio.create_task(agent.run())

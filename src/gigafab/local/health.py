@@ -84,6 +84,7 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
         inside = net.namespace if net is not None else None
         etcd_host = net.host_ip if net is not None else "127.0.0.1"
         reachable = net.inner_ip if net is not None else "127.0.0.1"
+        listen = "0.0.0.0" if net is not None else "127.0.0.1"  # noqa: S104 - all of the site's namespace, no more
         fence_log(layout, site).parent.mkdir(parents=True, exist_ok=True)
         built[f"gateway-{site}"] = Component(
             f"gateway-{site}",
@@ -93,7 +94,7 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
                 "gigafab",
                 "gateway",
                 f"--site={site}",
-                f"--listen={'0.0.0.0' if net is not None else '127.0.0.1'}:{port}",  # noqa: S104 - inside the site's namespace
+                f"--listen={listen}:{port}",
                 f"--cert={served.cert}",
                 f"--key={served.key}",
                 f"--ca={authority.pair.cert}",
@@ -118,7 +119,7 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
                 f"--pki={agents_dir}",
                 f"--gpus={gpus_per_node}",
                 f"--control-port={control_port(layout, site)}",
-                f"--control-host={'0.0.0.0' if net is not None else '127.0.0.1'}",  # noqa: S104 - inside the namespace
+                f"--control-host={listen}",
                 f"--fence-after={FENCE_AFTER:g}",
                 f"--fence-log={fence_log(layout, site)}",
                 *(f"--node={node}" for node in nodes),

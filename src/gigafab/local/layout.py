@@ -66,6 +66,11 @@ class Ports:
         """The default ports moved by ``offset``, for a second plane beside the first."""
         return cls(**{name: port + offset for name, port in cls().all().items()})
 
+    @property
+    def offset(self) -> int:
+        """How far these ports are shifted from the default ones."""
+        return self.etcd_client - Ports().etcd_client
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -82,6 +87,10 @@ class Layout:
         state = os.environ.get("GIGAFAB_STATE") or str(cache_home() / "local")
         offset = int(os.environ.get("GIGAFAB_PORT_OFFSET", "0"))
         return cls(state=Path(state), ports=Ports.shifted(offset))
+
+    def environment(self) -> dict[str, str]:
+        """The variables that make ``Layout.default()`` (and so the ``gigafab`` CLI) this plane."""
+        return {"GIGAFAB_STATE": str(self.state), "GIGAFAB_PORT_OFFSET": str(self.ports.offset)}
 
     @property
     def kube_bin(self) -> Path:

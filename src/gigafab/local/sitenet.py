@@ -101,11 +101,6 @@ def restore(net: SiteNet) -> None:
     _ip("link", "set", net.host_link, "up")
 
 
-def is_cut(net: SiteNet) -> bool:
-    answer = _ip("-o", "link", "show", net.host_link, check=False)
-    return answer.returncode == 0 and "state DOWN" in answer.stdout
-
-
 def enter(namespace: str) -> Callable[[], None]:
     """A ``preexec_fn`` that moves the child into ``namespace`` before it execs (its command line stays its own)."""
 
