@@ -1,11 +1,13 @@
-"""AllocationPolicy handlers: each track's guaranteed, used, borrowed and lent GPUs in status.
+"""AllocationPolicy handlers: Kueue's queues for the tracks, and each track's GPUs in status.
 
-The guarantees are the policy's shares of the healthy GPUs of the Active sites; use
-is the GPUs placed for the GpuWorkloads of each track's tenants (``tracks.track_use``).
-Recomputed when the policy changes and every 5 s (sites' health and placements change
-all the time; the status is written only when it changed). Enforcement of the
-guarantees (admission, lending and reclaim through Kueue) is not built yet; the Ready
-condition says so.
+Every 2 s (and when the policy changes) the operator derives, from the healthy GPUs
+of each Active site, every track's nominal quota per site (``queues.site_quotas``)
+and applies Kueue's ResourceFlavors, WorkloadPriorityClasses and ClusterQueues
+(``queues.track_objects``) when they changed: a failed GPU or a lost site shrinks
+the quotas within seconds. The status shows per track the guaranteed GPUs (its
+quotas added up), the GPUs placed for its tenants' GpuWorkloads, and what it
+borrows and lends (``tracks.track_use``). Kueue enforces them: it admits, lends and
+takes back; the operator only says what each track is owed.
 """
 
 from __future__ import annotations
@@ -15,55 +17,102 @@ from typing import Any
 
 import kopf
 from gigafab.operator import conditions
+from gigafab.operator.borrowing import Held
 from gigafab.operator.conditions import Condition
+from gigafab.operator.queues import site_quotas, track_objects
+from gigafab.operator.site_health import ZONE_LABEL
 from gigafab.operator.state import Client, custom_path, first
-from gigafab.operator.tracks import Share, track_use
+from gigafab.operator.tracks import shares_of, track_use
+from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION, PLURAL = "gigafab.nl", "v1alpha1", "allocationpolicies"
 
 
-def healthy_gpus(indexes: Mapping[str, Any]) -> int:
-    """Healthy GPUs of the Active sites."""
-    total = 0
+def healthy_by_site(indexes: Mapping[str, Any]) -> dict[str, int]:
+    """Healthy GPUs of every Site; a site that is not Active counts none (it takes no new work)."""
+    healthy: dict[str, int] = {}
     for store in indexes["site_index"].values():
         for entry in store:
             body = entry["body"]
-            if (body.get("spec") or {}).get("lifecycle", "Active") == "Active":
-                total += int((body.get("status") or {}).get("gpusHealthy") or 0)
-    return total
+            active = (body.get("spec") or {}).get("lifecycle", "Active") == "Active"
+            healthy[entry["name"]] = int((body.get("status") or {}).get("gpusHealthy") or 0) if active else 0
+    return healthy
+
+
+def zones(indexes: Mapping[str, Any]) -> dict[str, str]:
+    return {entry["name"]: zone for zone, store in indexes["site_index"].items() for entry in store}
+
+
+def track_of(namespace: str, indexes: Mapping[str, Any]) -> str:
+    """The allocation track of the tenant that owns ``namespace`` ("" for none)."""
+    tenant = first(indexes["tenant_index"], first(indexes["namespace_index"], namespace) or "")
+    return str(tenant.spec.get("track") or "") if tenant is not None else ""
+
+
+def held_gpus(indexes: Mapping[str, Any]) -> list[Held]:
+    """GPUs held on nodes by the pods of every GpuWorkload, with their site and track."""
+    site_of_zone = {zone: entry["name"] for zone, store in indexes["site_index"].items() for entry in store}
+    site_of_node = {node.name: site_of_zone.get(zone, zone) for zone, store in indexes["node_index"].items() for node in store}
+    held = []
+    for (namespace, name), store in indexes["runner_pod_index"].items():
+        track = track_of(namespace, indexes)
+        for pod in store:
+            if pod.node and pod.phase not in ("Succeeded", "Failed") and pod.node in site_of_node:
+                held.append(Held((namespace, name), pod.node, site_of_node[pod.node], track, pod.gpus, pod.created))
+    return held
 
 
 def used_by_track(indexes: Mapping[str, Any]) -> dict[str, int]:
-    """GPUs placed for the GpuWorkloads of each track's tenants."""
+    """GPUs held on nodes by the GpuWorkloads of each track's tenants (queued work holds none)."""
     used: dict[str, int] = {}
-    for (namespace, _), store in indexes["workload_bodies"].items():
-        for workload in store:
-            status, spec = workload.get("status") or {}, workload.get("spec") or {}
-            if not status.get("site") or status.get("phase") == "Pending":
-                continue
-            tenant = first(indexes["tenant_index"], first(indexes["namespace_index"], namespace) or "")
-            if tenant is None:
-                continue
-            track = str(tenant.spec.get("track", ""))
-            used[track] = used.get(track, 0) + int(spec.get("gpus", 0)) * int(spec.get("replicas", 1))
+    for pod in held_gpus(indexes):
+        used[pod.track] = used.get(pod.track, 0) + pod.gpus
     return used
+
+
+QUOTAS: dict[str, dict[str, int]] = {}
+"""The nominal GPUs of every track on every site, as last given to Kueue (placement foresees reclaim
+with them)."""
+_applied: dict[tuple[str, str], Mapping[str, Any]] = {}
+"""What was last applied to Kueue, by (kind, name): only changes are sent."""
+
+
+def sync_queues(objects: list[dict[str, Any]]) -> None:
+    client = Client.get()
+    for manifest in objects:
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        if _applied.get(key) != manifest:
+            client.apply(manifest)
+            _applied[key] = manifest
 
 
 def refresh(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
-    shares = [Share(t["name"], int(t["share"]), int(t.get("priority", 0)), bool(t.get("lending", True))) for t in spec["tracks"]]
-    healthy = healthy_gpus(indexes)
-    use = track_use(shares, healthy, used_by_track(indexes))
+    shares = shares_of(spec)
+    healthy = healthy_by_site(indexes)
+    quotas = site_quotas(shares, healthy)
+    QUOTAS.clear()
+    QUOTAS.update(quotas)
+    guaranteed = {track: sum(by_site.values()) for track, by_site in quotas.items()}
+    use = track_use(shares, guaranteed, used_by_track(indexes))
     generation = int(meta.get("generation") or 0)
-    ready = Condition(
-        "Ready",
-        True,
-        "GuaranteesComputed",
-        f"guarantees of {healthy} healthy GPU(s) computed; admission, lending and reclaim through Kueue are not built yet",
-    )
+    total = sum(healthy.values())
+    try:
+        sync_queues(track_objects(shares, healthy, zones(indexes), ZONE_LABEL))
+        ready = Condition(
+            "Ready",
+            True,
+            "QueuesApplied",
+            f"Kueue ClusterQueues of {len(shares)} track(s) in cohort gigafab hold their shares of {total} healthy "
+            f"GPU(s) on {sum(1 for gpus in healthy.values() if gpus)} site(s)",
+        )
+    except ApiException as failure:
+        _applied.clear()
+        why = f"applying Kueue's queues failed ({failure.status}): {failure.reason}"
+        ready = Condition("Ready", False, "KueueUnavailable", why)
     new = {
         "observedGeneration": generation,
-        "healthyGpus": healthy,
+        "healthyGpus": total,
         "tracks": [
             {"name": t.name, "guaranteedGpus": t.guaranteed, "usedGpus": t.used, "borrowedGpus": t.borrowed, "lentGpus": t.lent}
             for t in use
@@ -82,6 +131,6 @@ def policy_changed(body: kopf.Body, **kwargs: Any) -> None:
     refresh(dict(body), kwargs)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=5.0)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=2.0)
 def policy_resync(body: kopf.Body, **kwargs: Any) -> None:
     refresh(dict(body), kwargs)

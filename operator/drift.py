@@ -30,6 +30,7 @@ CHILDREN = (
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),
     ("", "v1", "namespaces"),
+    ("kueue.x-k8s.io", "v1beta2", "localqueues"),
 )
 
 
@@ -113,6 +114,7 @@ def _register() -> None:
             "networkpolicies": "NetworkPolicy",
             "rolebindings": "RoleBinding",
             "namespaces": "Namespace",
+            "localqueues": "LocalQueue",
         }[plural]
 
         def handler(event: Mapping[str, Any], body: kopf.Body, _kind: str = kind, **kwargs: Any) -> None:

@@ -27,6 +27,10 @@ _PATHS = {
     ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{namespace}/deployments",
     ("networking.k8s.io/v1", "NetworkPolicy"): "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+    ("kueue.x-k8s.io/v1beta2", "ResourceFlavor"): "/apis/kueue.x-k8s.io/v1beta2/resourceflavors",
+    ("kueue.x-k8s.io/v1beta2", "WorkloadPriorityClass"): "/apis/kueue.x-k8s.io/v1beta2/workloadpriorityclasses",
+    ("kueue.x-k8s.io/v1beta2", "ClusterQueue"): "/apis/kueue.x-k8s.io/v1beta2/clusterqueues",
+    ("kueue.x-k8s.io/v1beta2", "LocalQueue"): "/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/localqueues",
 }
 
 

@@ -1,4 +1,4 @@
-"""What a Tenant owns, as a pure function: namespaces, quotas, access, boundaries.
+"""What a Tenant owns, as a pure function: namespaces, quotas, access, boundaries, its queue.
 
 ``desired_objects`` turns a Tenant (and the EgressDestinations it names) into the
 Kubernetes objects of each of its namespaces. The handlers only apply the result.
@@ -12,6 +12,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from gigafab.operator.quantity import quantity
+from gigafab.operator.queues import local_queue
 
 from gigafab.api.v1alpha1.tenant import TenantSpec
 
@@ -69,6 +70,7 @@ def desired_objects(name: str, spec: TenantSpec, destinations: Mapping[str, Dest
         result.objects.extend(_role_bindings(namespace, labels, spec))
         result.objects.append(_default_deny(namespace, labels))
         result.objects.append(_boundary(namespace, labels, name, allowed))
+        result.objects.append(local_queue(namespace, str(spec.track), labels))
     return result
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,24 @@ def guarantees(shares: Sequence[Share], healthy_gpus: int) -> dict[str, int]:
     return given
 
 
-def track_use(shares: Sequence[Share], healthy_gpus: int, used: Mapping[str, int]) -> list[TrackUse]:
+def track_use(shares: Sequence[Share], guaranteed: Mapping[str, int], used: Mapping[str, int]) -> list[TrackUse]:
     """Guaranteed, used, borrowed and lent GPUs of every track."""
-    guaranteed = guarantees(shares, healthy_gpus)
-    borrowed = {share.name: max(0, used.get(share.name, 0) - guaranteed[share.name]) for share in shares}
+    borrowed = {share.name: max(0, used.get(share.name, 0) - guaranteed.get(share.name, 0)) for share in shares}
     to_lend = sum(borrowed.values())
     lent: dict[str, int] = {}
     for share in sorted(shares, key=lambda share: (share.priority, share.name)):
-        idle = max(0, guaranteed[share.name] - used.get(share.name, 0)) if share.lending else 0
+        idle = max(0, guaranteed.get(share.name, 0) - used.get(share.name, 0)) if share.lending else 0
         lent[share.name] = min(idle, to_lend)
         to_lend -= lent[share.name]
     return [
-        TrackUse(share.name, guaranteed[share.name], used.get(share.name, 0), borrowed[share.name], lent[share.name])
+        TrackUse(share.name, guaranteed.get(share.name, 0), used.get(share.name, 0), borrowed[share.name], lent[share.name])
         for share in shares
+    ]
+
+
+def shares_of(policy_spec: Mapping[str, Any]) -> list[Share]:
+    """The tracks of an AllocationPolicy's spec."""
+    return [
+        Share(str(t["name"]), int(t["share"]), int(t.get("priority", 0)), bool(t.get("lending", True)))
+        for t in policy_spec.get("tracks") or []
     ]

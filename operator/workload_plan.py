@@ -19,6 +19,7 @@ from typing import Any
 from gigafab.agents.fencing import WORKLOAD_LABEL
 from gigafab.operator.conditions import status_of
 from gigafab.operator.placement import SiteView, free_gpus_by_node
+from gigafab.operator.queues import runner_labels
 from gigafab.operator.site_health import GPU_RESOURCE, ZONE_LABEL, NodeSummary, usable_gpus
 
 from gigafab.api.v1alpha1 import API_VERSION, GpuWorkload, SiteSpec
@@ -92,17 +93,26 @@ def runner_name(workload: str, epoch: int) -> str:
 
 
 def runner_for(
-    body: Mapping[str, Any], zone: str, site: str, epoch: int, *, held: bool = False, silent_grace: int = 0
+    body: Mapping[str, Any],
+    zone: str,
+    site: str,
+    epoch: int,
+    *,
+    track: str | None = None,
+    held: bool = False,
+    silent_grace: int = 0,
 ) -> dict[str, Any]:
     """The Deployment that runs every replica of the GpuWorkload ``body`` on ``site`` (zone ``zone``).
 
+    ``track``: the tenant's allocation track; its pods queue in Kueue (the namespace's LocalQueue, at
+    the track's priority) and run once the track's quota on the site admits them.
     ``held``: created with no replicas, started once the old copy is surely stopped.
     ``silent_grace``: seconds its pods stay on a node the health plane reports Silent
     (that node's agent fences its work by then); a failed GPU evicts them at once."""
     meta = body["metadata"]
     workload = GpuWorkload.model_validate({"spec": body["spec"]})
     template = copy.deepcopy(workload.spec.template)
-    labels = {WORKLOAD_LABEL: meta["name"], EPOCH_LABEL: str(epoch), SITE_LABEL: site}
+    labels = {WORKLOAD_LABEL: meta["name"], EPOCH_LABEL: str(epoch), SITE_LABEL: site, **(runner_labels(track) if track else {})}
     pod_meta = template.setdefault("metadata", {})
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
     pod = template.setdefault("spec", {})

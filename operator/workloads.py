@@ -30,7 +30,9 @@ from typing import Any
 
 import kopf
 from gigafab.agents.fencing import WORKLOAD_LABEL
-from gigafab.operator import audit, conditions
+from gigafab.operator import allocation, audit, conditions
+from gigafab.operator.allocation import held_gpus, track_of
+from gigafab.operator.borrowing import reclaimable
 from gigafab.operator.conditions import Condition, now_rfc3339, rfc3339, seconds_of
 from gigafab.operator.failover import Situation, Step, assess, may_start, move_order
 from gigafab.operator.placement import Decision, TenantView, WorkloadView, place
@@ -44,6 +46,7 @@ GROUP, VERSION, PLURAL = "gigafab.nl", "v1alpha1", "gpuworkloads"
 Key = tuple[str, str]
 """(namespace, name) of a GpuWorkload."""
 RESERVATION_SECONDS = 30.0
+ADMISSION_GATE = "kueue.x-k8s.io/admission"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class RunnerPod:
     deleting: bool
     gpus: int
     """GPUs it asks for (it holds them on its node once bound, until it finishes)."""
+    created: float = 0.0
+    """Its creationTimestamp (epoch seconds)."""
+    queued: bool = False
+    """Kueue holds it (scheduling gate) until its track's quota admits it."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,8 @@ def runner_pod_index(
         unschedulable_since=unschedulable,
         deleting=bool(meta.get("deletionTimestamp")),
         gpus=pod_gpus(dict(spec)),
+        created=seconds_of(str(meta.get("creationTimestamp") or "")) or 0.0,
+        queued=any(gate.get("name") == ADMISSION_GATE for gate in spec.get("schedulingGates") or []),
     )
     return {(str(namespace), labels[WORKLOAD_LABEL]): pod}
 
@@ -211,7 +220,12 @@ def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str,
         current_site=status.get("site"),
     )
     sites = [entry["body"] for store in indexes["site_index"].values() for entry in store]
-    views = site_views(sites, indexes["node_index"], *_in_use(indexes, key))
+    track = str(tenant_spec.get("track") or "")
+    in_use, placed, reserved = _in_use(indexes, key)
+    wanted = spec.gpus * spec.replicas
+    for node, gpus in reclaimable(held_gpus(indexes), allocation.QUOTAS, track, wanted, _site_names(indexes)).items():
+        in_use[node] = in_use.get(node, 0) - gpus  # Kueue takes them back from the borrowers for this track
+    views = site_views(sites, indexes["node_index"], in_use, placed, reserved)
     decision = place(views, workload, TenantView(tenant_name, frozenset(tenant_spec.get("allowedSites") or [])))
     if decision.site is None:
         _pending(body, decision, decision.message if leaving is None else f"{leaving[1]}; {decision.message}")
@@ -229,7 +243,7 @@ def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str,
     for old in range(1, epoch):  # every older copy goes before the new one may start
         client.delete(f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], old)}")
     grace = int(CONTACTS.fence_after(decision.site) + CONTACTS.margin)
-    client.ensure(runner_for(body, zone, decision.site, epoch, held=held, silent_grace=grace))
+    client.ensure(runner_for(body, zone, decision.site, epoch, track=track or None, held=held, silent_grace=grace))
     _reserved[key] = Reservation(decision.site, epoch, spec.gpus, spec.replicas, time.monotonic() + RESERVATION_SECONDS)
     _epochs[key] = epoch
     origin = {"fromSite": leaving[0]} if leaving else {}
@@ -306,6 +320,18 @@ def _report_running(workload: dict[str, Any], indexes: Mapping[str, Any]) -> Non
         merged = conditions.merge(status.get("conditions"), wanted, generation)
         _merge_status(workload, {"phase": "Running", "move": None, "conditions": merged})
         audit.normal(workload, "Running", message)
+    elif running < replicas and (queued := sum(1 for pod in pods if pod.epoch == epoch and pod.queued and not pod.deleting)):
+        if conditions.reason_of(status.get("conditions"), "Running") == "Queued":
+            return
+        _running.pop(key, None)
+        track = track_of(meta["namespace"], indexes)
+        message = (
+            f"{queued}/{replicas} replica(s) of epoch {epoch} wait in Kueue for GPUs of the {track} track's quota "
+            f"on {status['site']}"
+        )
+        wanted = [Condition("Running", False, "Queued", message)]
+        _merge_status(workload, {"phase": "Placed", "conditions": conditions.merge(status.get("conditions"), wanted, generation)})
+        audit.normal(workload, "Queued", message)
     elif running < replicas and _running.get(key) == epoch:
         del _running[key]
         if conditions.reason_of(status.get("conditions"), "Running") == "Waiting":  # says more already
@@ -377,6 +403,10 @@ def _in_use(indexes: Mapping[str, Any], deciding: Key) -> tuple[dict[str, int], 
             placed[held.site] = placed.get(held.site, 0) + held.gpus * held.replicas
         reserved.setdefault(held.site, []).append((held.gpus, held.replicas - bound))
     return in_use, placed, reserved
+
+
+def _site_names(indexes: Mapping[str, Any]) -> list[str]:
+    return [entry["name"] for store in indexes["site_index"].values() for entry in store]
 
 
 def _pending(body: dict[str, Any], decision: Decision | None, message: str) -> None:

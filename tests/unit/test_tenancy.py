@@ -42,7 +42,7 @@ def test_default_namespace_is_the_tenant_name() -> None:
     plan = desired_objects("umcg", spec(), {})
     assert plan.namespaces == ["umcg"]
     kinds = sorted(m["kind"] for m in plan.objects)
-    assert kinds == ["LimitRange", "Namespace", "NetworkPolicy", "NetworkPolicy", "ResourceQuota"]
+    assert kinds == ["LimitRange", "LocalQueue", "Namespace", "NetworkPolicy", "NetworkPolicy", "ResourceQuota"]
 
 
 def test_every_object_is_labelled_for_its_tenant() -> None:

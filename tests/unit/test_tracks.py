@@ -15,7 +15,7 @@ def test_the_default_policy_guarantees_half_a_quarter_and_a_quarter_adding_up_to
 
 
 def test_a_track_over_its_guarantee_borrows_what_idle_lending_tracks_leave() -> None:
-    use = track_use(DEFAULT, 48, {"euro-hpc": 4, "national": 20, "regional": 12})
+    use = track_use(DEFAULT, guarantees(DEFAULT, 48), {"euro-hpc": 4, "national": 20, "regional": 12})
     assert use == [
         TrackUse("euro-hpc", 24, 4, 0, 8),
         TrackUse("national", 12, 20, 8, 0),
@@ -25,11 +25,11 @@ def test_a_track_over_its_guarantee_borrows_what_idle_lending_tracks_leave() -> 
 
 def test_a_track_that_does_not_lend_lends_nothing() -> None:
     shares = [Share("euro-hpc", 50, 100, lending=False), Share("national", 25, 100), Share("regional", 25, 200)]
-    use = track_use(shares, 48, {"national": 20})
+    use = track_use(shares, guarantees(shares, 48), {"national": 20})
     lent = {track.name: track.lent for track in use}
     assert lent == {"euro-hpc": 0, "national": 0, "regional": 8}
 
 
 def test_no_healthy_gpus_guarantee_nothing_and_all_use_is_borrowed() -> None:
-    use = track_use(DEFAULT, 0, {"regional": 2})
+    use = track_use(DEFAULT, guarantees(DEFAULT, 0), {"regional": 2})
     assert [(t.name, t.guaranteed, t.borrowed) for t in use] == [("euro-hpc", 0, 0), ("national", 0, 0), ("regional", 0, 2)]

@@ -14,6 +14,7 @@ KUBERNETES_VERSION = "v1.36.3"
 KWOK_VERSION = "v0.8.0"
 BUF_VERSION = "v1.57.0"
 ETCD_VERSION = "v3.6.6"
+KUEUE_VERSION = "v0.15.0"
 SITES = ("niemeyer", "de-halm", "eemshaven")
 
 
@@ -57,6 +58,10 @@ class Ports:
     """First health gateway's gRPC port; one port per site, in the order of ``SITES``."""
     agent_control: int = 20910
     """First fault-injection port of the simulated agents; one per site."""
+    kueue_webhook: int = 20930
+    """Kueue's admission and conversion webhooks (HTTPS, the plane's CA)."""
+    kueue_health: int = 20931
+    """Kueue's readiness and liveness endpoint."""
 
     def all(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -108,8 +113,12 @@ class Layout:
     def etcd_bin(self) -> Path:
         return self.cache / "bin" / f"etcd-{ETCD_VERSION}"
 
+    @property
+    def kueue_bin(self) -> Path:
+        return self.cache / "bin" / f"kueue-{KUEUE_VERSION}"
+
     def binary(self, name: str) -> Path:
-        folders = {"kwok": self.kwok_bin, "buf": self.buf_bin, "etcd": self.etcd_bin}
+        folders = {"kwok": self.kwok_bin, "buf": self.buf_bin, "etcd": self.etcd_bin, "kueue": self.kueue_bin}
         return folders.get(name, self.kube_bin) / name
 
     @property

@@ -37,6 +37,7 @@ IDENTITIES = (
     # fake nodes, so it runs with the cluster's administrative group.
     ClientIdentity("kwok", "gigafab-kwok", ("system:masters",)),
     ClientIdentity("operator", "gigafab-operator"),
+    ClientIdentity("kueue", "gigafab-kueue"),
 )
 
 

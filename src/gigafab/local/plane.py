@@ -19,20 +19,21 @@ from pathlib import Path
 
 import yaml
 
-from gigafab.local import components, health, sitenet, toolchain
+from gigafab.local import components, health, kueue, sitenet, toolchain
 from gigafab.local.kubeconfig import write_kubeconfig
 from gigafab.local.layout import SITES, Layout, repo_root
 from gigafab.local.nodes import gpu_node, kwok_stage_file
 from gigafab.local.pki import APISERVER_NAMES, IDENTITIES, Authority, ensure_service_account_key
 from gigafab.local.processes import Component, PlaneError, Supervisor, port_in_use
 
-CORE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "gigafab-operator")
+CORE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kueue", "kwok", "gigafab-operator")
 ORDER = (*CORE, *health.component_names())
 PORT_OF = {
     "etcd": ("etcd_client", "etcd_peer"),
     "kube-apiserver": ("apiserver",),
     "kube-controller-manager": ("controller_manager",),
     "kube-scheduler": ("scheduler",),
+    "kueue": ("kueue_webhook", "kueue_health"),
     "kwok": ("kwok",),
     "gigafab-operator": ("operator_health",),
 }
@@ -129,6 +130,7 @@ class Plane:
             "kube-apiserver": lambda: components.apiserver(layout, serving, pairs["admin"], sa_key),
             "kube-controller-manager": lambda: components.controller_manager(layout, sa_key),
             "kube-scheduler": lambda: components.scheduler(layout),
+            "kueue": lambda: kueue.component(layout, authority.issue_server("kueue-webhook", kueue.SERVER_NAMES)),
             "kwok": lambda: components.kwok(layout, stages),
             "gigafab-operator": lambda: components.operator(layout),
         }
@@ -142,6 +144,7 @@ class Plane:
         root = repo_root()
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(root / "config" / "rbac"))
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(root / "crds"))
+        self.apply(kueue.manifests(toolchain.kueue_module(), self.layout, self.layout.pki / "ca.crt"))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
     def _populate(self, options: Options) -> None:
@@ -160,6 +163,15 @@ class Plane:
         if check and answer.returncode != 0:
             raise PlaneError(f"kubectl {' '.join(args)} failed: {answer.stderr.strip()}")
         return answer
+
+    def apply(self, objects: Sequence[dict[str, object]]) -> None:
+        """Server-side apply of ``objects`` (the plane is their only manager)."""
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as manifest:
+            yaml.safe_dump_all(objects, manifest)
+        try:
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", manifest.name)
+        finally:
+            Path(manifest.name).unlink(missing_ok=True)
 
     def create_missing(self, objects: Sequence[dict[str, object]]) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as manifest:

