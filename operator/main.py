@@ -7,7 +7,17 @@ import os
 from typing import Any
 
 import kopf
-from gigafab.operator import allocation, drift, egress, health_watch, indexes, sites, tenants, workloads  # noqa: F401 - registers handlers
+from gigafab.operator import (  # noqa: F401 - registers handlers
+    allocation,
+    drift,
+    egress,
+    health_watch,
+    indexes,
+    power_cap,
+    sites,
+    tenants,
+    workloads,
+)
 from gigafab.operator.state import Client
 
 

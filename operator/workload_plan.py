@@ -43,7 +43,7 @@ def site_views(
         name = str(body["metadata"]["name"])
         spec = SiteSpec.from_body(body.get("spec"))
         members = list(nodes.get(spec.zone or name, ()))
-        watts = max([node.gpu_watts for node in members if node.gpu_watts] or [spec.gpu_power_watts])
+        watts = gpu_watts(spec, members)
         views.append(
             SiteView(
                 name=name,
@@ -61,6 +61,11 @@ def site_views(
             )
         )
     return views
+
+
+def gpu_watts(spec: SiteSpec, members: Iterable[NodeSummary]) -> int:
+    """Power per GPU on a site: the highest ``gigafab.nl/gpu-power-watts`` of its nodes, or the Site's default."""
+    return max([node.gpu_watts for node in members if node.gpu_watts] or [spec.gpu_power_watts])
 
 
 def take(free: Mapping[int, int], replicas: Iterable[tuple[int, int]]) -> dict[int, int]:

@@ -192,23 +192,29 @@ def runner_pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any
         _report_running(workload, kwargs)
 
 
-def place_workload(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str, str] | None = None) -> None:
-    """Judge ``body`` and start it on the chosen site; ``leaving``: (site, why) it moves away from."""
+def place_workload(
+    body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str, str] | None = None, *, shedding: bool = False
+) -> bool:
+    """Judge ``body`` and start it on the chosen site; ``leaving``: (site, why) it moves away from.
+
+    ``shedding``: it leaves because its site's power cap was lowered: that site is judged with the
+    work's own power still on it, and when no other site takes it, it is suspended (its copies
+    stopped, Pending until a site has room and power). True when it was placed somewhere new."""
     with _placing:
-        _place(body, indexes, leaving)
+        return _place(body, indexes, leaving, shedding)
 
 
-def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str, str] | None) -> None:
+def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str, str] | None, shedding: bool = False) -> bool:
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     if int((body.get("status") or {}).get("epoch") or 0) < _epochs.get(key, 0):
-        return  # decided on an older view of it: another decision was taken meanwhile
+        return False  # decided on an older view of it: another decision was taken meanwhile
     spec = GpuWorkloadSpec.from_body(body.get("spec"))
     tenant_name = first(indexes["namespace_index"], meta["namespace"]) or ""
     record = first(indexes["tenant_index"], tenant_name) if tenant_name else None
     if record is None:
         _pending(body, None, f"namespace {meta['namespace']} belongs to no Tenant; GpuWorkloads run in tenant namespaces")
-        return
+        return False
     tenant_spec = record.spec
     status = body.get("status") or {}
     workload = WorkloadView(
@@ -220,21 +226,26 @@ def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str,
         current_site=status.get("site"),
     )
     sites = [entry["body"] for store in indexes["site_index"].values() for entry in store]
-    track = str(tenant_spec.get("track") or "")
+    track = str(tenant_spec.get("track") or "") if allocation.QUOTAS else ""  # no policy, no queues
     in_use, placed, reserved = _in_use(indexes, key)
+    if shedding and leaving is not None:  # its own power still weighs on the site it leaves
+        placed[leaving[0]] = placed.get(leaving[0], 0) + spec.gpus * spec.replicas
     wanted = spec.gpus * spec.replicas
     for node, gpus in reclaimable(held_gpus(indexes), allocation.QUOTAS, track, wanted, _site_names(indexes)).items():
         in_use[node] = in_use.get(node, 0) - gpus  # Kueue takes them back from the borrowers for this track
     views = site_views(sites, indexes["node_index"], in_use, placed, reserved)
     decision = place(views, workload, TenantView(tenant_name, frozenset(tenant_spec.get("allowedSites") or [])))
+    if decision.site is None and shedding and leaving is not None:
+        _suspend(body, decision, f"{leaving[1]}; no other site takes it: {decision.message}")
+        return False
     if decision.site is None:
         _pending(body, decision, decision.message if leaving is None else f"{leaving[1]}; {decision.message}")
-        return
+        return False
     if leaving is not None and decision.site == leaving[0]:
         if status.get("phase") == "Pending":  # its site came back before the work could move
             _write_status(body, decision, {"phase": "Placed"}, Condition("Placed", True, "Placed", decision.message))
             _report_running({**body, "status": {**status, "phase": "Placed"}}, indexes)  # its pods may run already
-        return
+        return False
     chosen = next(site for site in sites if site["metadata"]["name"] == decision.site)
     zone = SiteSpec.from_body(chosen.get("spec")).zone or decision.site
     epoch = int(status.get("epoch") or 0) + 1
@@ -261,6 +272,22 @@ def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str,
     else:
         starts = fields["move"]["startsAfter"]
         audit.warning(body, "FailingOver", f"epoch {epoch} on {decision.site}, starting after {starts}: {reason}")
+    return True
+
+
+def _suspend(body: dict[str, Any], decision: Decision, message: str) -> None:
+    """Stop every copy and wait, Pending, until a site has room and power for it (``pending_retry``)."""
+    meta, status = body["metadata"], body.get("status") or {}
+    key = (meta["namespace"], meta["name"])
+    client = Client.get()
+    for epoch in range(1, int(status.get("epoch") or 0) + 1):
+        client.delete(f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], epoch)}")
+    _running.pop(key, None)
+    _reserved.pop(key, None)
+    _write_status(
+        body, decision, {"phase": "Pending", "site": None, "move": None}, Condition("Placed", False, "Suspended", message)
+    )
+    audit.warning(body, "Suspended", message)
 
 
 def _move_fields(leaving: tuple[str, str] | None) -> tuple[dict[str, Any], bool]:

@@ -116,7 +116,7 @@ class SiteStatus(ApiModel):
         default=None,
         alias="powerDrawKW",
         ge=0,
-        description="Estimated power in kW drawn by the GPUs in use on the site.",
+        description="Power in kW of the GPUs placed on the site (GPUs times watts per GPU); kept within min(powerBudgetKW, powerCapKW).",
     )
     conditions: Conditions = conditions_field("Observations of the site's state, such as Ready.")
 
