@@ -38,6 +38,7 @@ from gigafab.operator.failover import Situation, Step, assess, may_start, move_o
 from gigafab.operator.placement import Decision, TenantView, WorkloadView, place
 from gigafab.operator.site_contact import CONTACTS
 from gigafab.operator.state import Client, first
+from gigafab.operator.tracks import shares_of
 from gigafab.operator.workload_plan import EPOCH_LABEL, pod_gpus, runner_for, runner_name, site_views
 
 from gigafab.api.v1alpha1 import GpuWorkloadSpec, SiteSpec
@@ -136,10 +137,42 @@ def workload_changed(body: kopf.Body, **kwargs: Any) -> None:
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=10, idle=5)
 def pending_retry(body: kopf.Body, **kwargs: Any) -> None:
+    if not allocation.QUOTAS:  # with an AllocationPolicy, retry_pending judges them in priority order
+        retry(dict(body), kwargs)
+
+
+def retry(body: dict[str, Any], indexes: Mapping[str, Any]) -> None:
+    """Judge a Pending workload again."""
     if (body.get("status") or {}).get("phase") == "Pending":
         leaving = str((body.get("status") or {}).get("site") or "")
-        why = f"site {leaving} is lost" if _site_lost(leaving, kwargs) else f"it could not stay on site {leaving}"
-        place_workload(dict(body), kwargs, leaving=(leaving, why) if leaving else None)
+        why = f"site {leaving} is lost" if _site_lost(leaving, indexes) else f"it could not stay on site {leaving}"
+        place_workload(body, indexes, leaving=(leaving, why) if leaving else None)
+
+
+@kopf.timer("gigafab.nl", "v1alpha1", "allocationpolicies", interval=2.0)
+def pending_by_priority(spec: kopf.Spec, **kwargs: Any) -> None:
+    retry_pending({share.name: share.priority for share in shares_of(dict(spec))}, kwargs)
+
+
+def retry_pending(priorities: Mapping[str, int], indexes: Mapping[str, Any]) -> None:
+    """Judge every Pending workload again, the highest track priority first (the regional track when
+    GPUs are scarce), then critical before standard before preemptible, then the oldest."""
+    waiting = [
+        body
+        for store in indexes["workload_bodies"].values()
+        for body in store
+        if (body.get("status") or {}).get("phase") == "Pending"
+    ]
+    waiting.sort(
+        key=lambda body: (
+            -priorities.get(track_of(body["metadata"]["namespace"], indexes), 0),
+            move_order(str((body.get("spec") or {}).get("criticality", "standard")), ""),
+            str(body["metadata"].get("creationTimestamp") or ""),
+            body["metadata"]["name"],
+        )
+    )
+    for body in waiting:
+        retry(body, indexes)
 
 
 @kopf.timer(GROUP, VERSION, "sites", interval=1.0)

@@ -1,7 +1,6 @@
 """The AllocationPolicy on the real plane: guarantees from the healthy GPUs, use by track.
 
-Enforcement through Kueue is not built yet (issue 6); these tests cover the policy and
-its accounting."""
+Enforcement through Kueue (lending, reclaim, priority, power) is in ``test_tracks.py``."""
 
 from __future__ import annotations
 
@@ -23,8 +22,10 @@ def tracks(kubectl: Kubectl) -> tuple[int, dict[str, dict[str, Any]]]:
 def test_the_default_policy_guarantees_its_shares_of_the_healthy_gpus_and_counts_use_by_track(
     kubectl: Kubectl, unique: str
 ) -> None:
-    policy = kubectl.get("allocationpolicy", "default")
-    assert condition(policy, "Ready")["status"] == "True"
+    def ready() -> None:
+        assert condition(kubectl.get("allocationpolicy", "default"), "Ready")["reason"] == "QueuesApplied"
+
+    eventually(ready)
     kubectl.apply(tenant(unique, track="euro-hpc", quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
     eventually(lambda: tenant_ready(kubectl, unique))
     kubectl.apply(workload("climate", unique, gpus=2))

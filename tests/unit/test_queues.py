@@ -18,7 +18,8 @@ def test_each_site_is_divided_by_the_shares_and_adds_up() -> None:
 def test_a_cluster_queue_per_track_in_one_cohort_reclaims_and_does_not_preempt_to_borrow() -> None:
     queue = cluster_queue(DEFAULT[1], {"niemeyer": 4, "de-halm": 4})
     spec = queue["spec"]
-    assert queue["metadata"]["name"] == "national" and spec["cohortName"] == "gigafab"
+    assert queue["metadata"]["name"] == "national"
+    assert spec["cohortName"] == "gigafab"
     assert spec["preemption"]["reclaimWithinCohort"] == "Any"
     assert spec["preemption"]["borrowWithinCohort"] == {"policy": "Never"}
     flavors = spec["resourceGroups"][0]["flavors"]
