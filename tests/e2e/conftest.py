@@ -126,6 +126,17 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     raise AssertionError(f"no {kind} condition yet on {obj['metadata']['name']}")
 
 
+def quotas(kubectl: Kubectl, site: str, wanted: dict[str, int]) -> None:
+    """Every track's ClusterQueue holds ``wanted`` nominal GPUs on ``site``."""
+    found = {}
+    for track in wanted:
+        queue = kubectl.get("clusterqueues.v1beta2.kueue.x-k8s.io", track)
+        flavors = {f["name"]: f for f in queue["spec"]["resourceGroups"][0]["flavors"]}
+        assert site in flavors, f"no flavor {site} in ClusterQueue {track} yet"
+        found[track] = int(flavors[site]["resources"][0]["nominalQuota"])
+    assert found == wanted
+
+
 def gpu_pod(name: str, namespace: str, gpus: int = 1) -> dict[str, Any]:
     return {
         "apiVersion": "v1",

@@ -24,7 +24,7 @@ from gigafab.operator.conditions import seconds_of
 
 from gigafab.local.health import control_url, fence_log
 from gigafab.local.nodes import gpu_node, node_name
-from tests.e2e.conftest import Kubectl, condition, eventually, tenant
+from tests.e2e.conftest import Kubectl, condition, eventually, quotas, tenant
 from tests.e2e.test_workloads import tenant_ready, workload
 
 FAILED_TAINT = {"key": "gigafab.nl/gpu-failed", "value": "true", "effect": "NoExecute"}
@@ -143,6 +143,7 @@ def test_losing_its_site_moves_health_work_to_the_other_certified_site_after_fen
                 fenced = fences(kubectl, "niemeyer", since=cut_at)
                 healthy = condition(kubectl.get("site", "niemeyer"), "Healthy")
                 assert (healthy["status"], healthy["reason"]) == ("False", "GatewayLost")
+                eventually(lambda: quotas(kubectl, "niemeyer", {"euro-hpc": 0, "national": 0, "regional": 0}))
             time.sleep(5)  # niemeyer is back and Healthy: its old copy must not return
 
         status = moved["status"]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gigafab.local.nodes import gpu_node, node_name
-from tests.e2e.conftest import Kubectl, condition, eventually, tenant
+from tests.e2e.conftest import Kubectl, condition, eventually, quotas, tenant
 from tests.e2e.test_failover import phase, site_healthy
 from tests.e2e.test_workloads import tenant_ready, workload
 
@@ -34,17 +34,6 @@ def lab_site(kubectl: Kubectl, name: str, **spec: Any) -> Iterator[str]:
     finally:
         kubectl.run("delete", "site", name, "--wait=false", check=False)
         kubectl.run("delete", "node", *(node_name(name, index) for index in range(2)), check=False)
-
-
-def quotas(kubectl: Kubectl, site: str, wanted: dict[str, int]) -> None:
-    """Every track's ClusterQueue holds ``wanted`` nominal GPUs on ``site``."""
-    found = {}
-    for track in wanted:
-        queue = kubectl.get("clusterqueues.v1beta2.kueue.x-k8s.io", track)
-        flavors = {f["name"]: f for f in queue["spec"]["resourceGroups"][0]["flavors"]}
-        assert site in flavors, f"no flavor {site} in ClusterQueue {track} yet"
-        found[track] = int(flavors[site]["resources"][0]["nominalQuota"])
-    assert found == wanted
 
 
 def usage(kubectl: Kubectl, track: str, site: str) -> tuple[int, int]:
