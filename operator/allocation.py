@@ -73,6 +73,8 @@ def used_by_track(indexes: Mapping[str, Any]) -> dict[str, int]:
 QUOTAS: dict[str, dict[str, int]] = {}
 """The nominal GPUs of every track on every site, as last given to Kueue (placement foresees reclaim
 with them)."""
+PRIORITIES: dict[str, int] = {}
+"""Each track's priority, as last read from the policy."""
 _applied: dict[tuple[str, str], Mapping[str, Any]] = {}
 """What was last applied to Kueue, by (kind, name): only changes are sent."""
 
@@ -93,6 +95,8 @@ def refresh(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
     quotas = site_quotas(shares, healthy)
     QUOTAS.clear()
     QUOTAS.update(quotas)
+    PRIORITIES.clear()
+    PRIORITIES.update({share.name: share.priority for share in shares})
     guaranteed = {track: sum(by_site.values()) for track, by_site in quotas.items()}
     use = track_use(shares, guaranteed, used_by_track(indexes))
     generation = int(meta.get("generation") or 0)

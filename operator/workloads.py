@@ -31,7 +31,7 @@ from typing import Any
 import kopf
 from gigafab.agents.fencing import WORKLOAD_LABEL
 from gigafab.operator import allocation, audit, conditions
-from gigafab.operator.allocation import held_gpus, track_of
+from gigafab.operator.allocation import held_gpus, track_of, used_by_track
 from gigafab.operator.borrowing import reclaimable
 from gigafab.operator.conditions import Condition, now_rfc3339, rfc3339, seconds_of
 from gigafab.operator.failover import Situation, Step, assess, may_start, move_order
@@ -154,17 +154,39 @@ def pending_by_priority(spec: kopf.Spec, **kwargs: Any) -> None:
     retry_pending({share.name: share.priority for share in shares_of(dict(spec))}, kwargs)
 
 
+_sweeping = threading.Lock()
+
+
 def retry_pending(priorities: Mapping[str, int], indexes: Mapping[str, Any]) -> None:
-    """Judge every Pending workload again, the highest track priority first (the regional track when
-    GPUs are scarce), then critical before standard before preemptible, then the oldest."""
+    """One sweep at a time; a sweep asked for while one runs is left to the next."""
+    if _sweeping.acquire(blocking=False):
+        try:
+            _retry_pending(priorities, indexes)
+        finally:
+            _sweeping.release()
+
+
+def _retry_pending(priorities: Mapping[str, int], indexes: Mapping[str, Any]) -> None:
+    """Judge every Pending workload again, as Kueue orders its queues: first the work whose track stays
+    within its guarantee, then the highest track priority (the regional track when GPUs are scarce),
+    then critical before standard before preemptible, then the oldest."""
     waiting = [
         body
         for store in indexes["workload_bodies"].values()
         for body in store
         if (body.get("status") or {}).get("phase") == "Pending"
     ]
+    used = used_by_track(indexes)
+    guaranteed = {track: sum(by_site.values()) for track, by_site in allocation.QUOTAS.items()}
+
+    def borrows(body: Mapping[str, Any]) -> bool:
+        track, spec = track_of(body["metadata"]["namespace"], indexes), body.get("spec") or {}
+        wanted = int(spec.get("gpus", 0)) * int(spec.get("replicas", 1))
+        return used.get(track, 0) + wanted > guaranteed.get(track, 0)
+
     waiting.sort(
         key=lambda body: (
+            borrows(body),
             -priorities.get(track_of(body["metadata"]["namespace"], indexes), 0),
             move_order(str((body.get("spec") or {}).get("criticality", "standard")), ""),
             str(body["metadata"].get("creationTimestamp") or ""),
@@ -218,11 +240,14 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
 
 
 @kopf.on.event("", "v1", "pods", labels={WORKLOAD_LABEL: kopf.PRESENT})
-def runner_pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
-    """Running when every replica of the current copy runs."""
+def runner_pod_changed(namespace: str | None, labels: kopf.Labels, type: str | None, **kwargs: Any) -> None:
+    """Running when every replica of the current copy runs; GPUs freed by a pod that is gone go to the
+    Pending work at once (in priority order), not at the next sweep."""
     workload = first(kwargs["workload_bodies"], (str(namespace), labels[WORKLOAD_LABEL]))
     if workload is not None:
         _report_running(workload, kwargs)
+    if type == "DELETED" and allocation.PRIORITIES:
+        retry_pending(allocation.PRIORITIES, kwargs)
 
 
 def place_workload(
@@ -453,15 +478,17 @@ def _in_use(indexes: Mapping[str, Any], deciding: Key) -> tuple[dict[str, int], 
     reserved: dict[str, list[tuple[int, int]]] = {}
     now = time.monotonic()
     for key, held in list(_reserved.items()):
-        bound = sum(1 for pod in indexes["runner_pod_index"].get(key, []) if pod.epoch == held.epoch and pod.node)
-        if held.until < now or bound >= held.replicas:
-            del _reserved[key]
+        pods = [pod for pod in indexes["runner_pod_index"].get(key, []) if pod.epoch == held.epoch]
+        bound = sum(1 for pod in pods if pod.node)
+        queued = sum(1 for pod in pods if pod.queued and not pod.node)  # Kueue decides when they get GPUs
+        if held.until < now or bound + queued >= held.replicas or key not in indexes["workload_bodies"]:
+            del _reserved[key]  # bound or queued, stale, or deleted
             continue
         if key == deciding:
             continue
         if (key, held.epoch) not in seen:
             placed[held.site] = placed.get(held.site, 0) + held.gpus * held.replicas
-        reserved.setdefault(held.site, []).append((held.gpus, held.replicas - bound))
+        reserved.setdefault(held.site, []).append((held.gpus, held.replicas - bound - queued))
     return in_use, placed, reserved
 
 
