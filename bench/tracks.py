@@ -1,6 +1,7 @@
 """Allocation-tracks benchmark: three tracks competing for one site, through Kueue, on a real plane.
 
     python bench/tracks.py                                  # 10 reclaims, 120 s of contention, 5 cap cuts
+    python bench/tracks.py --finish-every 1                 # harsher churn: a workload finishes every second
     python bench/tracks.py --reclaims 3 --contention 60 --caps 2
 
 It starts its own plane (ports shifted by 7000, state in a temporary folder): etcd,
@@ -14,9 +15,11 @@ euro-hpc 8, national 4, regional 4 GPUs. One tenant per track may use Niemeyer o
    GPUs); then the euro-hpc tenant submits 4 workloads (8 GPUs) → time until all 4
    run (Kueue preempts two borrowers). The euro-hpc work is removed between rounds.
 2. Contention: each track keeps 8 workloads (16 GPUs) submitted, three times what
-   the site holds; every second one running workload, chosen at random, finishes
-   and its tenant submits another at once. GPUs running per track are sampled every
-   0.5 s; each track's share of the GPU-time is compared with its guarantee.
+   the site holds; every ``--finish-every`` seconds (2) one running workload, chosen
+   at random, finishes and its tenant submits another at once (so a workload runs
+   about half a minute). GPUs running per track are sampled every 0.5 s; each track's
+   share of the GPU-time delivered is compared with its guarantee, and the GPU-time
+   delivered with the site's capacity (GPUs idle while finished work is replaced).
 3. Power: 16 GPUs placed on Niemeyer (11.2 kW at 700 W per GPU), a mix of critical,
    standard and preemptible work; the cap is lowered to 6 kW → time until the placed
    draw (``status.powerDrawKW``) and the draw of the pods actually running on
@@ -166,7 +169,9 @@ class Bench:
         return times
 
     # -- 2. contention ---------------------------------------------------------------
-    def contention(self, seconds: float, per_track: int = 8, warmup: float = 20.0) -> dict[str, dict[str, float]]:
+    def contention(
+        self, seconds: float, finish_every: float, per_track: int = 8, warmup: float = 20.0
+    ) -> dict[str, dict[str, float]]:
         rng = random.Random(6)
         for track, namespace in TRACKS.items():
             for _ in range(per_track):
@@ -176,7 +181,7 @@ class Bench:
         last_sample = last_finish = started
         finished = 0
         while (now := time.monotonic()) - started < warmup + seconds:
-            if now - last_finish >= 1.0:
+            if now - last_finish >= finish_every:
                 last_finish = now
                 track = rng.choice(list(TRACKS))
                 namespace = TRACKS[track]
@@ -198,7 +203,12 @@ class Bench:
             share = 100 * gpu_seconds[track] / total
             off = round(share - GUARANTEE[track], 2)
             report[track] = {"share_pct": round(share, 2), "guarantee_pct": GUARANTEE[track], "off_pts": off}
-        report["_"] = {"finished_and_resubmitted": finished, "window_s": seconds}
+        capacity = 16 * seconds
+        report["_"] = {
+            "finished_and_resubmitted": finished,
+            "window_s": seconds,
+            "gpu_time_delivered_pct_of_capacity": round(100 * total / capacity, 2),
+        }
         for namespace in TRACKS.values():
             self.clear(namespace)
         return report
@@ -234,6 +244,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reclaims", type=int, default=10)
     parser.add_argument("--contention", type=float, default=120.0, help="seconds of contention measured (after 20 s warm-up)")
+    parser.add_argument("--finish-every", type=float, default=2.0, help="seconds between finishing workloads")
     parser.add_argument("--caps", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gigafab-bench-tracks-") as state:
@@ -243,7 +254,7 @@ def main() -> int:
             bench = Bench(plane)
             bench.setup()
             reclaim = bench.reclaims(args.reclaims)
-            shares = bench.contention(args.contention)
+            shares = bench.contention(args.contention, args.finish_every)
             caps = [bench.power_cut(6) for _ in range(args.caps)]
         finally:
             plane.down()
