@@ -116,7 +116,8 @@ class SiteStatus(ApiModel):
         default=None,
         alias="powerDrawKW",
         ge=0,
-        description="Power in kW of the GPUs placed on the site (GPUs times watts per GPU); kept within min(powerBudgetKW, powerCapKW).",
+        description="Power in kW of the GPUs placed on the site (GPUs times watts per GPU); "
+        "kept within min(powerBudgetKW, powerCapKW).",
     )
     conditions: Conditions = conditions_field("Observations of the site's state, such as Ready.")
 
