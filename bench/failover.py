@@ -37,10 +37,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from figures import quantiles, wait  # bench/, the script's folder
 from gigafab.agents.control import inject
 from gigafab.operator.conditions import seconds_of
 from kubernetes import client, config
@@ -49,32 +49,9 @@ from gigafab.local.health import control_url, fence_log
 from gigafab.local.layout import SITES, Layout, Ports
 from gigafab.local.plane import Options, Plane
 
-T = TypeVar("T")
 OFFSET = 6000
 NAMESPACE = "bench-failover"
 GROUP, VERSION = "gigafab.nl", "v1alpha1"
-
-
-def quantiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return {"n": 0}
-    return {
-        "p50_s": round(ordered[len(ordered) // 2], 2),
-        "p99_s": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
-        "max_s": round(ordered[-1], 2),
-        "n": len(ordered),
-    }
-
-
-def wait(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found is not None and found is not False:
-            return found
-        time.sleep(interval)
-    raise SystemExit(f"bench: {what} not seen within {timeout:.0f} s")
 
 
 class Bench:

@@ -34,16 +34,15 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from figures import quantiles, wait  # bench/, the script's folder
 from kubernetes import client, config
 
 from gigafab.local.layout import Layout, Ports
 from gigafab.local.plane import Options, Plane
 
-T = TypeVar("T")
 OFFSET = 7000
 GROUP, VERSION = "gigafab.nl", "v1alpha1"
 SITE = "niemeyer"
@@ -51,28 +50,6 @@ TRACKS = {"euro-hpc": "bench-euro", "national": "bench-national", "regional": "b
 GUARANTEE = {"euro-hpc": 50.0, "national": 25.0, "regional": 25.0}
 POWER_TENANT = "bench-power"
 WATTS = 700
-
-
-def quantiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return {"n": 0}
-    return {
-        "p50_s": round(ordered[len(ordered) // 2], 2),
-        "p99_s": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
-        "max_s": round(ordered[-1], 2),
-        "n": len(ordered),
-    }
-
-
-def wait(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found is not None and found is not False:
-            return found
-        time.sleep(interval)
-    raise SystemExit(f"bench: {what} not seen within {timeout:.0f} s")
 
 
 class Bench:

@@ -92,26 +92,24 @@ def ensure_binaries(layout: Layout, *, out: object = None) -> None:
 
 def ensure_etcd(layout: Layout) -> Path:
     """The etcd binary, built from its Go module the first time."""
-    if not is_built(layout.etcd_bin, ("etcd",)):
-        _build(
-            layout.etcd_bin,
-            f"etcd {ETCD_VERSION}",
-            ["build", "-v", "-trimpath", "-ldflags=-s -w", "-o", "{out}/etcd", "go.etcd.io/etcd/server/v3"],
-            cwd=repo_root() / "hack" / "etcd",
-        )
-    return layout.binary("etcd")
+    return _ensure_wrapped(layout.etcd_bin, f"etcd {ETCD_VERSION}", "etcd", "go.etcd.io/etcd/server/v3")
 
 
 def ensure_kueue(layout: Layout) -> Path:
     """The Kueue manager, built from its Go module (through ``hack/kueue``) the first time."""
-    if not is_built(layout.kueue_bin, ("kueue",)):
+    return _ensure_wrapped(layout.kueue_bin, f"Kueue {KUEUE_VERSION}", "kueue", "sigs.k8s.io/kueue/cmd/kueue")
+
+
+def _ensure_wrapped(folder: Path, what: str, name: str, package: str) -> Path:
+    """``folder/name``, built from ``package`` in its wrapper module ``hack/<name>`` if missing."""
+    if not is_built(folder, (name,)):
         _build(
-            layout.kueue_bin,
-            f"Kueue {KUEUE_VERSION}",
-            ["build", "-v", "-trimpath", "-ldflags=-s -w", "-o", "{out}/kueue", "sigs.k8s.io/kueue/cmd/kueue"],
-            cwd=repo_root() / "hack" / "kueue",
+            folder,
+            what,
+            ["build", "-v", "-trimpath", "-ldflags=-s -w", "-o", f"{{out}}/{name}", package],
+            cwd=repo_root() / "hack" / name,
         )
-    return layout.binary("kueue")
+    return folder / name
 
 
 def kueue_module() -> Path:
