@@ -29,6 +29,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from gigafab.operator.tracks import CRITICALITY_ORDER
+
 NO_ROOM_GRACE = 3.0
 """Seconds a replica may wait for the scheduler before its site counts as full."""
 
@@ -90,7 +92,7 @@ def _when_lost(site: str, criticality: str, enabled: bool) -> Assessment:
 
 def move_order(criticality: str, name: str) -> tuple[int, str]:
     """Which of a site's workloads moves first: critical, then standard, then preemptible; then by name."""
-    return ({"critical": 0, "standard": 1}.get(criticality, 2), name)
+    return (CRITICALITY_ORDER.get(criticality, 2), name)
 
 
 def may_start(now: float, starts_after: float, await_old_copies: bool, old_copies: int) -> bool:

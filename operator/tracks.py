@@ -65,3 +65,40 @@ def shares_of(policy_spec: Mapping[str, Any]) -> list[Share]:
         Share(str(t["name"]), int(t["share"]), int(t.get("priority", 0)), bool(t.get("lending", True)))
         for t in policy_spec.get("tracks") or []
     ]
+
+
+CRITICALITY_ORDER = {"critical": 0, "standard": 1, "preemptible": 2}
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Work that waits for GPUs."""
+
+    key: tuple[str, str]
+    track: str
+    gpus: int
+    criticality: str
+    created: str
+    """creationTimestamp (RFC 3339 sorts as time)."""
+
+
+def admission_order(
+    waiting: Sequence[Waiting], priorities: Mapping[str, int], used: Mapping[str, int], guaranteed: Mapping[str, int]
+) -> list[Waiting]:
+    """The order in which waiting work is served, as Kueue orders its queues: first the work whose track
+    stays within its guarantee, then the highest track priority (the regional track when GPUs are
+    scarce), then critical before standard before preemptible, then the oldest."""
+
+    def borrows(item: Waiting) -> bool:
+        return used.get(item.track, 0) + item.gpus > guaranteed.get(item.track, 0)
+
+    return sorted(
+        waiting,
+        key=lambda item: (
+            borrows(item),
+            -priorities.get(item.track, 0),
+            CRITICALITY_ORDER.get(item.criticality, 2),
+            item.created,
+            item.key,
+        ),
+    )

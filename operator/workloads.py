@@ -38,7 +38,7 @@ from gigafab.operator.failover import Situation, Step, assess, may_start, move_o
 from gigafab.operator.placement import Decision, TenantView, WorkloadView, place
 from gigafab.operator.site_contact import CONTACTS
 from gigafab.operator.state import Client, first
-from gigafab.operator.tracks import shares_of
+from gigafab.operator.tracks import Waiting, admission_order, shares_of
 from gigafab.operator.workload_plan import EPOCH_LABEL, pod_gpus, runner_for, runner_name, site_views
 
 from gigafab.api.v1alpha1 import GpuWorkloadSpec, SiteSpec
@@ -167,34 +167,23 @@ def retry_pending(priorities: Mapping[str, int], indexes: Mapping[str, Any]) -> 
 
 
 def _retry_pending(priorities: Mapping[str, int], indexes: Mapping[str, Any]) -> None:
-    """Judge every Pending workload again, as Kueue orders its queues: first the work whose track stays
-    within its guarantee, then the highest track priority (the regional track when GPUs are scarce),
-    then critical before standard before preemptible, then the oldest."""
-    waiting = [
-        body
-        for store in indexes["workload_bodies"].values()
-        for body in store
-        if (body.get("status") or {}).get("phase") == "Pending"
-    ]
-    used = used_by_track(indexes)
+    """Judge every Pending workload again, in ``tracks.admission_order``."""
+    bodies: dict[Key, dict[str, Any]] = {}
+    waiting = []
+    for key, store in indexes["workload_bodies"].items():
+        for body in store:
+            if (body.get("status") or {}).get("phase") != "Pending":
+                continue
+            spec, meta = body.get("spec") or {}, body["metadata"]
+            gpus = int(spec.get("gpus", 0)) * int(spec.get("replicas", 1))
+            track = track_of(meta["namespace"], indexes)
+            waiting.append(
+                Waiting(key, track, gpus, str(spec.get("criticality", "standard")), str(meta.get("creationTimestamp") or ""))
+            )
+            bodies[key] = body
     guaranteed = {track: sum(by_site.values()) for track, by_site in allocation.QUOTAS.items()}
-
-    def borrows(body: Mapping[str, Any]) -> bool:
-        track, spec = track_of(body["metadata"]["namespace"], indexes), body.get("spec") or {}
-        wanted = int(spec.get("gpus", 0)) * int(spec.get("replicas", 1))
-        return used.get(track, 0) + wanted > guaranteed.get(track, 0)
-
-    waiting.sort(
-        key=lambda body: (
-            borrows(body),
-            -priorities.get(track_of(body["metadata"]["namespace"], indexes), 0),
-            move_order(str((body.get("spec") or {}).get("criticality", "standard")), ""),
-            str(body["metadata"].get("creationTimestamp") or ""),
-            body["metadata"]["name"],
-        )
-    )
-    for body in waiting:
-        retry(body, indexes)
+    for item in admission_order(waiting, priorities, used_by_track(indexes), guaranteed):
+        retry(bodies[item.key], indexes)
 
 
 @kopf.timer(GROUP, VERSION, "sites", interval=1.0)

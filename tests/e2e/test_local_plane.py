@@ -34,9 +34,11 @@ def test_second_plane_starts_and_down_leaves_no_process_or_port(tmp_path: Path) 
     second = Plane(layout)
     second.up(Options(nodes_per_site=1, gpus_per_node=4, operator=False, samples=False, health=False))
     running = second.supervisor.running()
-    assert set(running) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kueue", "kwok"}
-    assert all(row["running"] for name, row in second.status().items() if name in running)
-    stopped = second.down()
+    try:
+        assert set(running) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kueue", "kwok"}
+        assert all(row["running"] for name, row in second.status().items() if name in running)
+    finally:
+        stopped = second.down()  # even when an assertion fails: nothing may outlive the test
     assert set(stopped) == set(running)
     assert second.supervisor.running() == {}
     for pid in running.values():
