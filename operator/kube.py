@@ -17,6 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 FIELD_MANAGER = "gigafab-operator"
+REPLACED_WHEN_IMMUTABLE = {("kueue.x-k8s.io/v1beta2", "LocalQueue")}
 
 _PATHS = {
     ("v1", "Namespace"): "/api/v1/namespaces",
@@ -99,13 +100,21 @@ class Kube:
         )
 
     def ensure(self, manifest: Mapping[str, Any]) -> Any:
-        """Create ``manifest``; if it exists already, apply it (a create is far cheaper for the apiserver)."""
+        """Create ``manifest``; if it exists already, apply it (a create is far cheaper for the apiserver).
+        A kind whose spec is immutable (a LocalQueue's ClusterQueue, when a tenant changes track) is
+        replaced instead when the apiserver refuses the change."""
         try:
             return self.create(manifest)
         except ApiException as failure:
             if failure.status != 409:
                 raise
-        return self.apply(manifest)
+        try:
+            return self.apply(manifest)
+        except ApiException as failure:
+            if failure.status != 422 or (manifest["apiVersion"], manifest["kind"]) not in REPLACED_WHEN_IMMUTABLE:
+                raise
+        self.delete(object_path(manifest))
+        return self.create(manifest)
 
     def create(self, manifest: Mapping[str, Any]) -> Any:
         meta = manifest["metadata"]

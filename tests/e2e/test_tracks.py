@@ -120,13 +120,20 @@ def test_when_gpus_are_scarce_the_regional_track_is_served_first(kubectl: Kubect
         eventually(lambda: phase(kubectl, regional, "reg-more", "Pending"))
         kubectl.run("delete", "gpuworkload", "eu-0", "-n", euro)  # two GPUs come free
         eventually(lambda: phase(kubectl, regional, "reg-more", "Running", site), timeout=60)
-        body = kubectl.get("gpuworkload", "nat-more", "-n", national)
-        assert body["status"]["phase"] == "Pending", "the two free GPUs went to the regional track"
 
         def regional_borrows_them() -> None:
             assert usage(kubectl, "regional", site) == (6, 2)
+            assert usage(kubectl, "national", site) == (4, 0)
 
         eventually(regional_borrows_them)
+        # the national work waits: Pending in gigafab, or placed and Queued in Kueue, never running
+        body = kubectl.get("gpuworkload", "nat-more", "-n", national)
+        assert body["status"]["phase"] in ("Pending", "Placed"), "the two free GPUs went to the regional track"
+        assert not [
+            pod
+            for pod in kubectl.get("pods", "-n", national, "-l", "gigafab.nl/workload=nat-more")["items"]
+            if pod["spec"].get("nodeName")
+        ]
 
 
 def assert_running(kubectl: Kubectl, namespace: str, names: list[str], site: str) -> None:
@@ -186,3 +193,21 @@ def test_a_lowered_power_cap_sheds_preemptible_then_borrowed_work_and_suspends_w
 
 def draw(kubectl: Kubectl, site: str, kw: float) -> None:
     assert kubectl.get("site", site)["status"].get("powerDrawKW") == kw
+
+
+def test_a_tenant_that_changes_track_queues_in_its_new_track(kubectl: Kubectl, unique: str) -> None:
+    kubectl.apply(tenant(unique, track="national"))
+    eventually(lambda: tenant_ready(kubectl, unique))
+
+    def queue_of_namespace() -> str:
+        local = kubectl.get("localqueues.v1beta2.kueue.x-k8s.io", "gigafab", "-n", unique)
+        assert local is not None, "no LocalQueue yet"
+        return str(local["spec"]["clusterQueue"])
+
+    assert eventually(queue_of_namespace) == "national"
+    kubectl.apply(tenant(unique, track="euro-hpc"))
+
+    def moved() -> None:
+        assert queue_of_namespace() == "euro-hpc", "Kueue forbids changing it in place: the operator replaces it"
+
+    eventually(moved)
