@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from figures import quantiles, wait  # bench/, the script's folder
+from figures import gpu_workload, quantiles, wait  # bench/, the script's folder
 from gigafab.agents.control import inject
 from gigafab.operator.conditions import seconds_of
 from kubernetes import client, config
@@ -87,27 +87,11 @@ class Bench:
         return names
 
     def apply(self, manifest: dict[str, Any]) -> None:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
-            json.dump(manifest, out)
-        try:
-            self.plane.kubectl("apply", "-f", out.name)
-        finally:
-            Path(out.name).unlink()
+        self.plane.apply([manifest])
 
     @staticmethod
     def workload(name: str, site: str) -> dict[str, Any]:
-        template = {
-            "spec": {
-                "containers": [{"name": "train", "image": "registry.example/train:1"}],
-                "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-            }
-        }
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "GpuWorkload",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"gpus": 2, "criticality": "critical", "sites": [site], "template": template},
-        }
+        return gpu_workload(name, NAMESPACE, [site], "critical")
 
     def _ready(self, plural: str, name: str) -> bool:
         body = self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)

@@ -1,10 +1,11 @@
-"""What the plane benchmarks share: quantiles of seconds, and a bounded wait that ends the bench."""
+"""What the plane benchmarks share: quantiles of seconds, a bounded wait that ends the bench, and the
+GpuWorkload they run on fake nodes."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -31,3 +32,19 @@ def wait(check: Callable[[], T | None], timeout: float, what: str, interval: flo
             return found
         time.sleep(interval)
     raise SystemExit(f"bench: {what} not seen within {timeout:.0f} s")
+
+
+def gpu_workload(name: str, namespace: str, sites: list[str], criticality: str, gpus: int = 2) -> dict[str, Any]:
+    """A GpuWorkload whose pods run on the plane's fake (KWOK) nodes."""
+    template = {
+        "spec": {
+            "containers": [{"name": "train", "image": "registry.example/train:1"}],
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+        }
+    }
+    return {
+        "apiVersion": "gigafab.nl/v1alpha1",
+        "kind": "GpuWorkload",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"gpus": gpus, "criticality": criticality, "sites": sites, "template": template},
+    }

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from figures import quantiles, wait  # bench/, the script's folder
+from figures import gpu_workload, quantiles, wait  # bench/, the script's folder
 from kubernetes import client, config
 
 from gigafab.local.layout import Layout, Ports
@@ -84,25 +84,13 @@ class Bench:
         return any(f["name"] == SITE and int(f["resources"][0]["nominalQuota"]) == 8 for f in flavors)
 
     def apply(self, manifest: dict[str, Any]) -> None:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
-            json.dump(manifest, out)
-        try:
-            self.plane.kubectl("apply", "-f", out.name)
-        finally:
-            Path(out.name).unlink()
+        self.plane.apply([manifest])
 
     # -- workloads ----------------------------------------------------------------
     def submit(self, namespace: str, prefix: str, criticality: str = "standard", sites: list[str] | None = None) -> str:
         self.serial += 1
         name = f"{prefix}-{self.serial}"
-        template = {
-            "spec": {
-                "containers": [{"name": "train", "image": "registry.example/train:1"}],
-                "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-            }
-        }
-        spec = {"gpus": 2, "criticality": criticality, "sites": sites or [SITE], "template": template}
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuWorkload", "metadata": {"name": name}, "spec": spec}
+        body = gpu_workload(name, namespace, sites or [SITE], criticality)
         self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "gpuworkloads", body)
         return name
 
