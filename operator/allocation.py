@@ -51,7 +51,7 @@ def track_of(namespace: str, indexes: Mapping[str, Any]) -> str:
 
 def held_gpus(indexes: Mapping[str, Any]) -> list[Held]:
     """GPUs held on nodes by the pods of every GpuWorkload, with their site and track."""
-    site_of_zone = {zone: entry["name"] for zone, store in indexes["site_index"].items() for entry in store}
+    site_of_zone = {zone: site for site, zone in zones(indexes).items()}
     site_of_node = {node.name: site_of_zone.get(zone, zone) for zone, store in indexes["node_index"].items() for node in store}
     held = []
     for (namespace, name), store in indexes["runner_pod_index"].items():

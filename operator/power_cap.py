@@ -13,6 +13,7 @@ reclaims keep every site within its cap.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -36,20 +37,21 @@ def site_power(name: str, body: kopf.Body, status: kopf.Status, **kwargs: Any) -
     spec = SiteSpec.from_body(body.get("spec"))
     watts = gpu_watts(spec, kwargs["node_index"].get(spec.zone or name, []))
     bodies = kwargs["workload_bodies"]
-    borrowed = borrowed_workloads(held_gpus(kwargs), allocation.QUOTAS, name)
     work = []
     for key, _, gpus in kwargs["workload_index"].get(name, []):
         workload = first(bodies, key)
         if workload is None or (workload.get("status") or {}).get("phase") == "Pending":
             continue
         criticality = str((workload.get("spec") or {}).get("criticality", "standard"))
-        work.append(PlacedWork(key, criticality, key in borrowed, placed_kw(gpus, watts)))
+        work.append(PlacedWork(key, criticality, False, placed_kw(gpus, watts)))
     draw = draw_kw(work)
     if status.get("powerDrawKW") != draw:
         Client.get().merge_patch(custom_path("sites", name, subresource="status"), {"status": {"powerDrawKW": draw}})
     limit = float(spec.effective_power_kw)
     if draw <= limit:
         return
+    borrowed = borrowed_workloads(held_gpus(kwargs), allocation.QUOTAS, name)  # only over the cap: it walks every pod
+    work = [replace(item, borrowed=item.key in borrowed) for item in work]
     now = time.monotonic()
     for key, at in list(_shed.items()):
         if now - at > SHED_SECONDS:

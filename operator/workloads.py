@@ -31,14 +31,14 @@ from typing import Any
 import kopf
 from gigafab.agents.fencing import WORKLOAD_LABEL
 from gigafab.operator import allocation, audit, conditions
-from gigafab.operator.allocation import held_gpus, track_of, used_by_track
+from gigafab.operator.allocation import held_gpus, track_of, used_by_track, zones
 from gigafab.operator.borrowing import reclaimable
 from gigafab.operator.conditions import Condition, now_rfc3339, rfc3339, seconds_of
 from gigafab.operator.failover import Situation, Step, assess, may_start, move_order
 from gigafab.operator.placement import Decision, TenantView, WorkloadView, place
 from gigafab.operator.site_contact import CONTACTS
 from gigafab.operator.state import Client, first
-from gigafab.operator.tracks import Waiting, admission_order, shares_of
+from gigafab.operator.tracks import Waiting, admission_order
 from gigafab.operator.workload_plan import EPOCH_LABEL, pod_gpus, runner_for, runner_name, site_views
 
 from gigafab.api.v1alpha1 import GpuWorkloadSpec, SiteSpec
@@ -150,18 +150,18 @@ def retry(body: dict[str, Any], indexes: Mapping[str, Any]) -> None:
 
 
 @kopf.timer("gigafab.nl", "v1alpha1", "allocationpolicies", interval=2.0)
-def pending_by_priority(spec: kopf.Spec, **kwargs: Any) -> None:
-    retry_pending({share.name: share.priority for share in shares_of(dict(spec))}, kwargs)
+def pending_by_priority(**kwargs: Any) -> None:
+    retry_pending(kwargs)
 
 
 _sweeping = threading.Lock()
 
 
-def retry_pending(priorities: Mapping[str, int], indexes: Mapping[str, Any]) -> None:
+def retry_pending(indexes: Mapping[str, Any]) -> None:
     """One sweep at a time; a sweep asked for while one runs is left to the next."""
     if _sweeping.acquire(blocking=False):
         try:
-            _retry_pending(priorities, indexes)
+            _retry_pending(allocation.PRIORITIES, indexes)
         finally:
             _sweeping.release()
 
@@ -236,7 +236,7 @@ def runner_pod_changed(namespace: str | None, labels: kopf.Labels, type: str | N
     if workload is not None:
         _report_running(workload, kwargs)
     if type == "DELETED" and allocation.PRIORITIES:
-        retry_pending(allocation.PRIORITIES, kwargs)
+        retry_pending(kwargs)
 
 
 def place_workload(
@@ -275,11 +275,12 @@ def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str,
     sites = [entry["body"] for store in indexes["site_index"].values() for entry in store]
     track = str(tenant_spec.get("track") or "") if allocation.QUOTAS else ""  # no policy, no queues
     in_use, placed, reserved = _in_use(indexes, key)
-    if shedding and leaving is not None:  # its own power still weighs on the site it leaves
-        placed[leaving[0]] = placed.get(leaving[0], 0) + spec.gpus * spec.replicas
     wanted = spec.gpus * spec.replicas
-    for node, gpus in reclaimable(held_gpus(indexes), allocation.QUOTAS, track, wanted, _site_names(indexes)).items():
-        in_use[node] = in_use.get(node, 0) - gpus  # Kueue takes them back from the borrowers for this track
+    if shedding and leaving is not None:  # its own power still weighs on the site it leaves
+        placed[leaving[0]] = placed.get(leaving[0], 0) + wanted
+    if track:  # Kueue takes borrowed GPUs back for a track within its quota
+        for node, gpus in reclaimable(held_gpus(indexes), allocation.QUOTAS, track, wanted, zones(indexes)).items():
+            in_use[node] = in_use.get(node, 0) - gpus
     views = site_views(sites, indexes["node_index"], in_use, placed, reserved)
     decision = place(views, workload, TenantView(tenant_name, frozenset(tenant_spec.get("allowedSites") or [])))
     if decision.site is None and shedding and leaving is not None:
@@ -298,8 +299,7 @@ def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str,
     epoch = int(status.get("epoch") or 0) + 1
     fields, held = _move_fields(leaving)
     client = Client.get()
-    for old in range(1, epoch):  # every older copy goes before the new one may start
-        client.delete(f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], old)}")
+    _delete_copies(meta, below=epoch)  # every older copy goes before the new one may start
     grace = int(CONTACTS.fence_after(decision.site) + CONTACTS.margin)
     client.ensure(runner_for(body, zone, decision.site, epoch, track=track or None, held=held, silent_grace=grace))
     _reserved[key] = Reservation(decision.site, epoch, spec.gpus, spec.replicas, time.monotonic() + RESERVATION_SECONDS)
@@ -326,15 +326,20 @@ def _suspend(body: dict[str, Any], decision: Decision, message: str) -> None:
     """Stop every copy and wait, Pending, until a site has room and power for it (``pending_retry``)."""
     meta, status = body["metadata"], body.get("status") or {}
     key = (meta["namespace"], meta["name"])
-    client = Client.get()
-    for epoch in range(1, int(status.get("epoch") or 0) + 1):
-        client.delete(f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], epoch)}")
+    _delete_copies(meta, below=int(status.get("epoch") or 0) + 1)
     _running.pop(key, None)
     _reserved.pop(key, None)
     _write_status(
         body, decision, {"phase": "Pending", "site": None, "move": None}, Condition("Placed", False, "Suspended", message)
     )
     audit.warning(body, "Suspended", message)
+
+
+def _delete_copies(meta: Mapping[str, Any], below: int) -> None:
+    """Delete the Deployments of every epoch of the workload before ``below``."""
+    client = Client.get()
+    for epoch in range(1, below):
+        client.delete(f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], epoch)}")
 
 
 def _move_fields(leaving: tuple[str, str] | None) -> tuple[dict[str, Any], bool]:
@@ -479,10 +484,6 @@ def _in_use(indexes: Mapping[str, Any], deciding: Key) -> tuple[dict[str, int], 
             placed[held.site] = placed.get(held.site, 0) + held.gpus * held.replicas
         reserved.setdefault(held.site, []).append((held.gpus, held.replicas - bound - queued))
     return in_use, placed, reserved
-
-
-def _site_names(indexes: Mapping[str, Any]) -> list[str]:
-    return [entry["name"] for store in indexes["site_index"].values() for entry in store]
 
 
 def _pending(body: dict[str, Any], decision: Decision | None, message: str) -> None:
