@@ -12,10 +12,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
@@ -157,29 +155,19 @@ class Plane:
             self.kubectl("apply", "-f", str(samples / "egress.yaml"), "-f", str(samples / "tenants.yaml"))
 
     # -- helpers ------------------------------------------------------------
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         argv = [str(self.layout.binary("kubectl")), f"--kubeconfig={self.layout.admin_kubeconfig}", *args]
-        answer = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=300)
+        answer = subprocess.run(argv, check=False, capture_output=True, text=True, input=stdin, timeout=300)
         if check and answer.returncode != 0:
             raise PlaneError(f"kubectl {' '.join(args)} failed: {answer.stderr.strip()}")
         return answer
 
     def apply(self, objects: Sequence[dict[str, object]]) -> None:
         """Server-side apply of ``objects`` (the plane is their only manager)."""
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as manifest:
-            yaml.safe_dump_all(objects, manifest)
-        try:
-            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", manifest.name)
-        finally:
-            Path(manifest.name).unlink(missing_ok=True)
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump_all(objects))
 
     def create_missing(self, objects: Sequence[dict[str, object]]) -> None:
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as manifest:
-            yaml.safe_dump_all(objects, manifest)
-        try:
-            answer = self.kubectl("create", "-f", manifest.name, check=False)
-        finally:
-            Path(manifest.name).unlink(missing_ok=True)
+        answer = self.kubectl("create", "-f", "-", check=False, stdin=yaml.safe_dump_all(objects))
         failures = [line for line in answer.stderr.splitlines() if line.strip() and "AlreadyExists" not in line]
         if answer.returncode != 0 and failures:
             raise PlaneError("creating nodes failed: " + "\n".join(failures))
