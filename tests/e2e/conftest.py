@@ -1,7 +1,8 @@
 """One real control plane for the whole session: etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler, kwok and the operator, as a user runs them.
 
-It runs beside any demo plane: its own state directory and ports shifted by 1000.
+It runs beside any demo plane: its own state directory and ports shifted by 1000
+(``GIGAFAB_E2E_PORT_OFFSET`` moves it elsewhere, so two sessions can run side by side).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     os.environ["GIGAFAB_RETRY_SECONDS"] = "2"
     os.environ["GIGAFAB_TRUST_AFTER"] = "2"
-    layout = Layout(state=tmp_path_factory.mktemp("plane"), ports=Ports.shifted(1000))
+    layout = Layout(state=tmp_path_factory.mktemp("plane"), ports=Ports.shifted(int(os.environ.get("GIGAFAB_E2E_PORT_OFFSET", "1000"))))
     local = Plane(layout)
     local.up(Options(nodes_per_site=2, gpus_per_node=8, samples=True, tenants=False))
     yield local
