@@ -46,11 +46,22 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     Client.get()
 
 
-def run(kubeconfig: str | None, liveness: str | None, *, verbose: bool = False) -> None:
+def run(
+    kubeconfig: str | None, liveness: str | None, *, verbose: bool = False, peering: str | None = None, priority: int = 0
+) -> None:
+    """Run until stopped. With ``peering``, instances that share the ClusterKopfPeering of that name
+    see each other: the one with the highest ``priority`` acts and the others pause (equal priorities
+    all pause, so two never act at once)."""
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    kopf.run(clusterwide=True, standalone=True, liveness_endpoint=liveness)
+    kopf.run(
+        clusterwide=True,
+        standalone=peering is None,
+        peering_name=peering,
+        priority=priority,
+        liveness_endpoint=liveness,
+    )

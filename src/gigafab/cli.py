@@ -15,19 +15,22 @@ if TYPE_CHECKING:
     from gigafab.local.plane import Plane
 
 
+GENERATED = (
+    ("crds", "the CRDs generated from the API models", "write crds/, charts/gigafab/crds/ and docs/api-reference.md"),
+    ("chart", "the Helm chart's generated files", "write charts/gigafab/files (RBAC copies) and kopf's peering CRD"),
+    ("proto", "the gRPC stubs generated from proto/", "write src/gigafab/health/v1 stubs"),
+)
+"""Commands that write generated files: ``gigafab <name> generate [--check]``."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gigafab", description="Control plane of a sovereign multi-site AI facility.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    crds = commands.add_parser("crds", help="the CustomResourceDefinitions generated from the API models")
-    crds_commands = crds.add_subparsers(dest="action", required=True)
-    generate = crds_commands.add_parser("generate", help="write crds/ and charts/gigafab/crds/")
-    generate.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
-
-    proto = commands.add_parser("proto", help="the gRPC stubs generated from proto/")
-    proto_commands = proto.add_subparsers(dest="action", required=True)
-    proto_generate = proto_commands.add_parser("generate", help="write src/gigafab/health/v1 stubs")
-    proto_generate.add_argument("--check", action="store_true", help="only report stale stubs; exit 1 if any")
+    for name, about, writes in GENERATED:
+        group = commands.add_parser(name, help=about)
+        generate = group.add_subparsers(dest="action", required=True).add_parser("generate", help=writes)
+        generate.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
 
     local = commands.add_parser("local", help="a real local control plane with three GPU sites")
     local_commands = local.add_subparsers(dest="action", required=True)
@@ -72,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     operator = commands.add_parser("operator", help="run the operator (kopf) against a cluster")
     operator.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
     operator.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument(
+        "--peering",
+        help="kopf peering name (a ClusterKopfPeering): only the instance with the highest --priority acts; default: standalone",
+    )
+    operator.add_argument("--priority", type=int, default=0, help="this instance's peering priority (default 0)")
     operator.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -158,6 +166,12 @@ def _crds(args: argparse.Namespace) -> int:
     return crdgen.main(check=args.check)
 
 
+def _chart(args: argparse.Namespace) -> int:
+    from gigafab import chartgen
+
+    return chartgen.main(check=args.check)
+
+
 def _proto(args: argparse.Namespace) -> int:
     from gigafab import protogen
 
@@ -179,12 +193,13 @@ def _why(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     from gigafab.operator.main import run
 
-    run(args.kubeconfig, args.liveness, verbose=args.verbose)
+    run(args.kubeconfig, args.liveness, verbose=args.verbose, peering=args.peering, priority=args.priority)
     return 0
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "crds": _crds,
+    "chart": _chart,
     "proto": _proto,
     "local": _local,
     "gateway": _health,

@@ -15,6 +15,10 @@ KWOK_VERSION = "v0.8.0"
 BUF_VERSION = "v1.57.0"
 ETCD_VERSION = "v3.6.6"
 KUEUE_VERSION = "v0.15.0"
+HELM_VERSION = "v3.22.0"
+KUBECONFORM_VERSION = "v0.8.0"
+CERT_MANAGER_VERSION = "v1.19.1"
+"""cert-manager's CRDs (from its Go module) validate and receive the chart's Certificates."""
 SITES = ("niemeyer", "de-halm", "eemshaven")
 
 
@@ -117,8 +121,23 @@ class Layout:
     def kueue_bin(self) -> Path:
         return self.cache / "bin" / f"kueue-{KUEUE_VERSION}"
 
+    @property
+    def helm_bin(self) -> Path:
+        return self.cache / "bin" / f"helm-{HELM_VERSION}"
+
+    @property
+    def kubeconform_bin(self) -> Path:
+        return self.cache / "bin" / f"kubeconform-{KUBECONFORM_VERSION}"
+
     def binary(self, name: str) -> Path:
-        folders = {"kwok": self.kwok_bin, "buf": self.buf_bin, "etcd": self.etcd_bin, "kueue": self.kueue_bin}
+        folders = {
+            "kwok": self.kwok_bin,
+            "buf": self.buf_bin,
+            "etcd": self.etcd_bin,
+            "kueue": self.kueue_bin,
+            "helm": self.helm_bin,
+            "kubeconform": self.kubeconform_bin,
+        }
         return folders.get(name, self.kube_bin) / name
 
     @property

@@ -12,6 +12,7 @@ return at once.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +23,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gigafab.local.layout import BUF_VERSION, ETCD_VERSION, KUBERNETES_VERSION, KUEUE_VERSION, KWOK_VERSION, Layout, repo_root
+from gigafab.local.layout import (
+    BUF_VERSION,
+    CERT_MANAGER_VERSION,
+    ETCD_VERSION,
+    HELM_VERSION,
+    KUBECONFORM_VERSION,
+    KUBERNETES_VERSION,
+    KUEUE_VERSION,
+    KWOK_VERSION,
+    Layout,
+    repo_root,
+)
 from gigafab.local.processes import PlaneError
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -79,6 +91,13 @@ def ensure_binaries(layout: Layout, *, out: object = None) -> None:
         (layout.kwok_bin, f"kwok {KWOK_VERSION}", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
         # buf lints the health protocol and checks it for breaking changes
         (layout.buf_bin, f"buf {BUF_VERSION}", f"github.com/bufbuild/buf/cmd/buf@{BUF_VERSION}"),
+        # the Helm chart is linted, rendered and installed with helm, and validated with kubeconform
+        (layout.helm_bin, f"helm {HELM_VERSION}", f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"),
+        (
+            layout.kubeconform_bin,
+            f"kubeconform {KUBECONFORM_VERSION}",
+            f"github.com/yannh/kubeconform/cmd/kubeconform@{KUBECONFORM_VERSION}",
+        ),
     ):
         if not is_built(folder, (package.split("/")[-1].split("@")[0],)):
             _build(
@@ -114,17 +133,37 @@ def _ensure_wrapped(folder: Path, what: str, name: str, package: str) -> Path:
 
 def kueue_module() -> Path:
     """Kueue's module source in the Go module cache (its CRDs and RBAC are read from there)."""
-    answer = subprocess.run(
-        [go_binary(), "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kueue"],
-        cwd=repo_root() / "hack" / "kueue",
-        env={**os.environ, "GOFLAGS": "-mod=mod"},
-        capture_output=True,
-        text=True,
-        check=False,
+    return _module_dir(
+        ["list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kueue"], repo_root() / "hack" / "kueue", f"Kueue {KUEUE_VERSION}"
     )
-    if answer.returncode != 0 or not answer.stdout.strip():
-        raise PlaneError(f"cannot find Kueue {KUEUE_VERSION} in the Go module cache: {answer.stderr.strip()}")
-    return Path(answer.stdout.strip())
+
+
+def kubernetes_module() -> Path:
+    """k8s.io/kubernetes in the Go module cache: its ``api/openapi-spec/swagger.json`` describes every built-in kind."""
+    return _module_dir(
+        ["list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"], repo_root() / "hack" / "kube", f"Kubernetes {KUBERNETES_VERSION}"
+    )
+
+
+def cert_manager_module() -> Path:
+    """cert-manager's module, downloaded into the Go module cache if needed (only its ``deploy/crds`` are used)."""
+    return _module_dir(
+        ["mod", "download", "-json", f"github.com/cert-manager/cert-manager@{CERT_MANAGER_VERSION}"],
+        Path(tempfile.gettempdir()),
+        f"cert-manager {CERT_MANAGER_VERSION}",
+    )
+
+
+def _module_dir(args: list[str], cwd: Path, what: str) -> Path:
+    answer = subprocess.run(
+        [go_binary(), *args], cwd=cwd, env={**os.environ, "GOFLAGS": "-mod=mod"}, capture_output=True, text=True, check=False
+    )
+    found = answer.stdout.strip()
+    if found.startswith("{"):
+        found = str(json.loads(found).get("Dir", ""))
+    if answer.returncode != 0 or not found:
+        raise PlaneError(f"cannot find {what} in the Go module cache: {answer.stderr.strip()}")
+    return Path(found)
 
 
 def _build(target: Path, what: str, args: list[str], *, cwd: Path, gobin: bool = False) -> None:

@@ -1,0 +1,159 @@
+"""The Helm chart: helm lint, and every rendered resource validated by kubeconform (strict)
+against the schemas of Kubernetes 1.36, gigafab's CRDs, kopf's peering and cert-manager."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from gigafab import chartgen
+from gigafab.api.crdgen import repo_root
+from gigafab.local import chart
+
+CERT_MANAGER = ("--api-versions", "cert-manager.io/v1")
+NODES = ("--set-json", 'certificates.nodes={"niemeyer":["niemeyer-gpu-01","niemeyer-gpu-02"]}')
+
+
+def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == kind}
+
+
+def summary(answer: Any) -> dict[str, int]:
+    return dict(json.loads(answer.stdout)["summary"])
+
+
+def test_helm_lint_passes_strictly() -> None:
+    answer = chart.helm("lint", "--strict", str(chart.chart_dir()), "--kube-version", chart.KUBE_VERSION)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    assert "0 chart(s) failed" in answer.stdout
+
+
+@pytest.mark.parametrize(
+    "options", [(), CERT_MANAGER, CERT_MANAGER + NODES], ids=["secrets", "cert-manager", "cert-manager-nodes"]
+)
+def test_every_rendered_resource_is_valid(options: tuple[str, ...]) -> None:
+    documents = chart.render(*options)
+    answer = chart.validate(documents)
+    assert answer.returncode == 0, answer.stdout
+    assert summary(answer) == {"valid": len(documents), "invalid": 0, "errors": 0, "skipped": 0}
+
+
+def test_the_validator_refuses_a_misspelt_field() -> None:
+    documents = chart.render(*CERT_MANAGER)
+    broken = copy.deepcopy(documents)
+    operator = next(doc for doc in broken if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "gigafab-operator")
+    operator["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    certificate = next(doc for doc in broken if doc["kind"] == "Certificate")
+    certificate["spec"]["dnsName"] = certificate["spec"].pop("dnsNames")
+    answer = chart.validate(broken)
+    assert answer.returncode != 0
+    assert summary(answer)["invalid"] == 2
+    assert "imagePullPolicyy" in answer.stdout
+    assert "dnsName" in answer.stdout
+
+
+def test_a_gateway_and_an_agent_daemonset_per_site() -> None:
+    documents = chart.render("--set-json", 'sites=[{"name":"niemeyer"},{"name":"de-halm","zone":"dh"}]')
+    gateways = by_kind(documents, "Deployment")
+    agents = by_kind(documents, "DaemonSet")
+    assert set(gateways) == {"gigafab-operator", "gigafab-gateway-niemeyer", "gigafab-gateway-de-halm"}
+    assert set(agents) == {"gigafab-agent-niemeyer", "gigafab-agent-de-halm"}
+    spec = agents["gigafab-agent-de-halm"]["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"topology.kubernetes.io/zone": "dh", "nvidia.com/gpu.present": "true"}
+    args = spec["containers"][0]["args"]
+    host = "gigafab-gateway-de-halm.gigafab-system.svc"
+    assert {f"--gateway={host}:50051", f"--server-name={host}", "--node=$(NODE_NAME)"} <= set(args)
+    gateway = gateways["gigafab-gateway-de-halm"]["spec"]["template"]["spec"]
+    assert gateway["nodeSelector"] == {"topology.kubernetes.io/zone": "dh"}
+    assert "--site=de-halm" in gateway["containers"][0]["args"]
+
+
+def test_operator_runs_peered_with_its_rules_and_no_more() -> None:
+    documents = chart.render("--set", "operator.peering.priority=7")
+    operator = by_kind(documents, "Deployment")["gigafab-operator"]
+    assert {"--peering=gigafab", "--priority=7"} <= set(operator["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    assert "gigafab" in by_kind(documents, "ClusterKopfPeering")
+    rules = by_kind(documents, "ClusterRole")["gigafab-operator"]["rules"]
+    source = yaml.safe_load_all((repo_root() / "config" / "rbac" / "operator.yaml").read_text())
+    expected = next(doc for doc in source if doc["kind"] == "ClusterRole")["rules"]
+    assert rules[:-1] == expected
+    assert rules[-1] == {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["clusterkopfpeerings"],
+        "verbs": ["get", "list", "watch", "patch"],
+    }
+    assert all("*" not in rule["verbs"] for rule in rules)
+    bindings = by_kind(documents, "ClusterRoleBinding")
+    assert [binding["roleRef"]["name"] for binding in bindings.values()] == ["gigafab-operator"]
+
+
+def test_gateways_and_agents_get_no_api_token() -> None:
+    documents = chart.render()
+    assert by_kind(documents, "ServiceAccount")["gigafab-health"]["automountServiceAccountToken"] is False
+    for doc in documents:
+        if doc["kind"] in ("Deployment", "DaemonSet") and doc["metadata"]["name"] != "gigafab-operator":
+            assert doc["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_certificates_come_from_cert_manager_when_it_is_there() -> None:
+    without = chart.render()
+    assert not by_kind(without, "Certificate")
+    agent = by_kind(without, "DaemonSet")["gigafab-agent-niemeyer"]["spec"]["template"]["spec"]
+    assert {"name": "pki", "secret": {"secretName": "gigafab-agents-niemeyer"}} in agent["volumes"]
+
+    documents = chart.render(*CERT_MANAGER, *NODES)
+    certificates = by_kind(documents, "Certificate")
+    assert certificates["gigafab-agent-niemeyer-gpu-01"]["spec"]["commonName"] == "niemeyer-gpu-01"
+    assert certificates["gigafab-agent-niemeyer-gpu-01"]["spec"]["usages"] == ["client auth"]
+    gateway = certificates["gigafab-gateway-niemeyer"]["spec"]
+    assert gateway["dnsNames"] == ["gigafab-gateway-niemeyer.gigafab-system.svc"]
+    pki = next(
+        v
+        for v in by_kind(documents, "DaemonSet")["gigafab-agent-niemeyer"]["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "pki"
+    )
+    paths = [item["path"] for source in pki["projected"]["sources"] for item in source["secret"]["items"]]
+    assert paths == ["niemeyer-gpu-01.crt", "niemeyer-gpu-01.key", "ca.crt", "niemeyer-gpu-02.crt", "niemeyer-gpu-02.key"]
+    forced_off = chart.render(*CERT_MANAGER, "--set", "certificates.certManager=false")
+    assert not by_kind(forced_off, "Certificate")
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("operator.replicas=many", "at '/operator/replicas': got string, want integer"),
+        ("agent.backnd=nvml", "additional properties 'backnd' not allowed"),
+        ("agent.runtime=docker", "at '/agent/runtime'"),
+        ("healthEtcd=etcd", "at '/healthEtcd'"),
+    ],
+)
+def test_bad_values_are_refused_with_the_field(option: str, message: str) -> None:
+    with pytest.raises(ValueError, match="values don't meet the specifications") as refused:
+        chart.render("--set", option)
+    assert message in str(refused.value)
+
+
+def test_crds_and_copied_files_are_generated_and_fresh() -> None:
+    assert chartgen.stale_files(repo_root()) == []
+    crds = {path.name for path in (chart.chart_dir() / "crds").glob("*.yaml")}
+    assert crds == {path.name for path in (repo_root() / "crds").glob("*.yaml")} | {"kopf.dev_clusterkopfpeerings.yaml"}
+    for path in (repo_root() / "crds").glob("*.yaml"):
+        assert (chart.chart_dir() / "crds" / path.name).read_text() == path.read_text()
+
+
+def test_a_stale_copy_is_reported(tmp_path: Any) -> None:
+    root = tmp_path / "repo"
+    (root / "config" / "rbac").mkdir(parents=True)
+    for name in ("operator.yaml", "tenant-roles.yaml"):
+        (root / "config" / "rbac" / name).write_text((repo_root() / "config" / "rbac" / name).read_text())
+    assert chartgen.main(check=False, root=root) == 0
+    assert chartgen.stale_files(root) == []
+    rules = root / "charts" / "gigafab" / "files" / "operator-rules.yaml"
+    rules.write_text(rules.read_text() + "- {apiGroups: ['*'], resources: ['*'], verbs: ['*']}\n")
+    assert chartgen.stale_files(root) == [rules]
+    assert chartgen.main(check=True, root=root) == 1
