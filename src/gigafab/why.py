@@ -8,7 +8,6 @@ Exit codes: 0 placed, 3 pending (no site fits), 1 not found or unreadable, 2 usa
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -61,18 +60,12 @@ def run(target: str, namespace: str, kubeconfig: str | None, output: str) -> int
 
 
 def _fetch(name: str, namespace: str, kubeconfig: str | None) -> dict[str, Any] | None:
-    from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
 
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path is None:
-        from gigafab.local.layout import Layout
+    from gigafab.connect import custom_objects
 
-        path = str(Layout.default().admin_kubeconfig)
-    config.load_kube_config(path)  # type: ignore[no-untyped-call]
-    api = client.CustomObjectsApi()
     try:
-        found = api.get_namespaced_custom_object("gigafab.nl", "v1alpha1", namespace, "gpuworkloads", name)
+        found = custom_objects(kubeconfig).get_namespaced_custom_object("gigafab.nl", "v1alpha1", namespace, "gpuworkloads", name)
     except ApiException as failure:
         if failure.status == 404:
             return None
