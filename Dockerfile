@@ -1,0 +1,26 @@
+# The gigafab image: one image for the operator, the site gateways and the node agents
+# (the chart picks the command: `gigafab operator`, `gigafab gateway`, `gigafab agent`).
+# It is not built on the development machine (no container engine there); CI for images
+# runs elsewhere. Build: docker build -t registry.gigafab.nl/gigafab/gigafab:0.1.0 .
+
+# crictl, through which an agent fences its node (stops the gigafab pod sandboxes).
+FROM golang:1.26-bookworm AS crictl
+RUN CGO_ENABLED=0 GOBIN=/out go install -trimpath -ldflags="-s -w" sigs.k8s.io/cri-tools/cmd/crictl@v1.34.0
+
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY operator ./operator
+COPY agents ./agents
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim-bookworm
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir /wheels/*.whl \
+ && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin gigafab
+COPY --from=crictl /out/crictl /usr/local/bin/crictl
+# NVML (libnvidia-ml.so) comes from the node through the NVIDIA container runtime.
+USER 65532
+ENTRYPOINT ["gigafab"]
+CMD ["--help"]
