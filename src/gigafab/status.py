@@ -72,7 +72,7 @@ def workload_row(body: Body) -> dict[str, Any]:
 
 def report(sites: Iterable[Body], tenants: Iterable[Body], workloads: Iterable[Body]) -> dict[str, Any]:
     """What ``status`` says, as data, with the problems that set its exit code."""
-    said = {
+    said: dict[str, Any] = {
         "sites": sorted((site_row(body) for body in sites), key=lambda row: row["name"]),
         "tenants": sorted((tenant_row(body) for body in tenants), key=lambda row: row["name"]),
         "workloads": sorted((workload_row(body) for body in workloads), key=lambda row: (row["namespace"], row["name"])),
