@@ -28,6 +28,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "--fence-after", type=float, default=30.0, help="seconds without etcd after which this site's agents must fence"
     )
     gateway.add_argument("--stats-file", help="write counters and report latencies here every 2 s (benchmarks)")
+    gateway.add_argument("--metrics-address", help="HOST:PORT to serve Prometheus metrics on (default: none)")
+    gateway.add_argument(
+        "--otlp-endpoint",
+        help="export traces over OTLP/gRPC, e.g. http://collector:4317 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
+    )
 
     agent = commands.add_parser("agent", help="run simulated node agents (one per --node) in this process")
     agent.add_argument("--site", required=True)
@@ -45,7 +50,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     agent.add_argument(
         "--fence-after", type=float, default=30.0, help="seconds without a gateway after which the node's workloads stop"
     )
+    agent.add_argument(
+        "--runtime",
+        choices=["simulated", "cri"],
+        help="how a fence stops work: cri stops the node's gigafab pod sandboxes with crictl "
+        "(default: cri with --backend nvml, else simulated)",
+    )
+    agent.add_argument(
+        "--crictl", default="crictl", help="cri runtime: the crictl command (CONTAINER_RUNTIME_ENDPOINT says where)"
+    )
     agent.add_argument("--fence-log", type=Path, help="simulated runtime: append fences to this JSON-lines file")
+    agent.add_argument("--server-name", default="localhost", help="name the gateways' serving certificate must carry")
     agent.add_argument("--control-port", type=int, default=0, help="port for `gigafab fault inject` (0: none)")
     agent.add_argument("--control-host", default="127.0.0.1", help="address for fault injection (a site namespace's own)")
 
@@ -61,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         from gigafab.agents.site_gateway import run as run_gateway
         from gigafab.agents.tls import GatewayTls
 
+        from gigafab.telemetry import tracing
+
         host, port = args.etcd.rsplit(":", 1)
         config = GatewayConfig(
             args.site,
@@ -71,8 +88,14 @@ def run(args: argparse.Namespace) -> int:
             args.silent_after,
             fence_after=args.fence_after,
             stats_file=args.stats_file,
+            metrics_address=args.metrics_address,
         )
-        asyncio.run(run_gateway(config))
+        traces = tracing.configure("gigafab-gateway", args.otlp_endpoint)
+        try:
+            asyncio.run(run_gateway(config))
+        finally:
+            if traces is not None:
+                traces.shutdown()  # flushes the last spans
         return 0
     asyncio.run(_agents(args))
     return 0
@@ -83,19 +106,21 @@ async def _agents(args: argparse.Namespace) -> None:
 
     from gigafab.agents.agent import Agent
     from gigafab.agents.control import FaultControl
-    from gigafab.agents.fencing import Fence, SimulatedRuntime
+    from gigafab.agents.fencing import CriRuntime, Fence, SimulatedRuntime
     from gigafab.agents.simulated import SimulatedBackend
     from gigafab.agents.tls import AgentTls
 
+    # a real node's fence must really stop its work: never simulated unless asked for
+    runtime = args.runtime or ("cri" if args.backend == "nvml" else "simulated")
     agents = {
         node: Agent(
             node,
             args.site,
             SimulatedBackend(node, args.gpus),
             args.gateway,
-            AgentTls(args.pki / f"{node}.crt", args.pki / f"{node}.key", args.pki / "ca.crt"),
+            AgentTls(args.pki / f"{node}.crt", args.pki / f"{node}.key", args.pki / "ca.crt", args.server_name),
             args.interval,
-            Fence(SimulatedRuntime(node, args.fence_log), args.fence_after),
+            Fence(CriRuntime(args.crictl) if runtime == "cri" else SimulatedRuntime(node, args.fence_log), args.fence_after),
         )
         for node in args.node
     }

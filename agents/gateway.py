@@ -7,7 +7,9 @@ to a sink (etcd, in the running system). It acknowledges a stream's first report
 every report whose change has been recorded; a report that repeats the last state is
 taken silently (at 10,000 agents an answer to each would cost as much as the reports
 themselves). Whatever it refuses is counted by reason, and the stream is ended with
-the matching gRPC status; the server itself keeps serving everyone else.
+the matching gRPC status; the server itself keeps serving everyone else. Reports,
+refusals, transitions and open streams are plain counts on the hot path; the
+gateway's metrics (``gigafab.telemetry.metrics``) read them when scraped.
 
 While ``fence_reason`` is set (the gateway lost etcd, see ``records``) every report is
 answered with a ``Fence`` directive; once it is cleared, each stream that was told to
@@ -29,6 +31,7 @@ from grpc_health.v1 import health_pb2 as checks_pb2
 
 from gigafab.health.v1 import health_pb2
 from gigafab.health.v1 import health_pb2_grpc as service
+from gigafab.telemetry.tracing import span
 
 MAX_REPORT_BYTES = 64 * 1024
 """A report of a node with 8 GPUs is under 2 KiB; anything near this is not a report.
@@ -100,6 +103,10 @@ class HealthGateway(service.HealthServiceServicer):
         self.clock = clock
         self.refused: collections.Counter[str] = collections.Counter()
         self.reports = 0
+        self.transitions: collections.Counter[str] = collections.Counter()
+        """Transitions of nodes and GPUs seen, by the state they lead to."""
+        self.streams = 0
+        """Report streams open now: one per connected agent."""
         self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)
         """Seconds from a report's ``sent_at`` to its state in the ledger (latest reports)."""
         self.fence_reason: str | None = None
@@ -111,6 +118,7 @@ class HealthGateway(service.HealthServiceServicer):
         identities = context.auth_context().get("x509_common_name", [])
         speaker = identities[0].decode() if identities else ""
         first, told_to_fence = True, False
+        self.streams += 1
         try:
             async for request in request_iterator:
                 node = request.node
@@ -133,7 +141,7 @@ class HealthGateway(service.HealthServiceServicer):
                     self.latencies.append(time.time() - sent.seconds - sent.nanos / 1e9)
                 recorded = True
                 if transitions:
-                    recorded = await self.sink(transitions) is not False
+                    recorded = await self.record(transitions)
                 if self.fence_reason is not None:
                     told_to_fence = True
                     yield health_pb2.ReportResponse(fence=health_pb2.Fence(reason=self.fence_reason))
@@ -146,6 +154,14 @@ class HealthGateway(service.HealthServiceServicer):
         except Oversized as oversized:
             self.refused["oversized"] += 1
             await context.abort(STATUS_OF["oversized"], str(oversized))
+        finally:
+            self.streams -= 1
+
+    async def record(self, transitions: Sequence[Transition]) -> bool:
+        """Count ``transitions`` and hand them to the sink; False when they could not be recorded now."""
+        self.transitions.update(transition.after for transition in transitions)
+        with span("gateway.record", site=self.ledger.site, transitions=len(transitions)):
+            return await self.sink(transitions) is not False
 
 
 async def serve(gateway: HealthGateway, address: str, tls: GatewayTls) -> tuple[grpc.aio.Server, int]:

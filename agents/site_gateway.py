@@ -2,6 +2,7 @@
 
 Serves ``HealthService`` over mTLS, keeps the ledger, sweeps it for silent nodes
 ten times a second, and writes every transition to etcd under the gateway's lease.
+With ``metrics_address`` it serves its metrics there (``gigafab.telemetry.metrics``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import aetcd
 import grpc
-from gigafab.agents.gateway import HealthGateway, serve
-from gigafab.agents.ledger import Ledger
+from gigafab.agents.gateway import STATUS_OF, HealthGateway, serve
+from gigafab.agents.ledger import DEGRADED, FAILED, HEALTHY, SILENT, Ledger
 from gigafab.agents.records import EtcdRecords
 from gigafab.agents.tls import GatewayTls
 
@@ -37,6 +39,8 @@ class GatewayConfig:
     """Seconds without contact after which the site's agents stop their workloads."""
     stats_file: str | None = None
     """Where to write counters and latencies every 2 s, as JSON (for benchmarks)."""
+    metrics_address: str | None = None
+    """``HOST:PORT`` to serve Prometheus metrics on (None: none)."""
 
 
 class SiteGateway:
@@ -55,14 +59,24 @@ class SiteGateway:
         self._writes: set[asyncio.Task[bool]] = set()
         self.silenced = 0
         """Nodes turned Silent since start."""
+        self.metrics: WSGIServer | None = None
 
     async def start(self) -> int:
         await self.records.start()
         self.server, self.port = await serve(self.service, self.config.listen, self.config.tls)
         self._sweeper = asyncio.create_task(self._sweep())
+        if self.config.metrics_address:
+            self.metrics = self._serve_metrics(self.config.metrics_address)
         if self.config.stats_file:
             self._stats = asyncio.create_task(self._write_stats(self.config.stats_file))
         return self.port
+
+    def _serve_metrics(self, address: str) -> WSGIServer:
+        from gigafab.telemetry.metrics import gateway_registry, serve
+
+        registry = gateway_registry(self.config.site, self.service, STATUS_OF, (HEALTHY, DEGRADED, FAILED, SILENT))
+        server, _ = serve(registry, address)
+        return server
 
     async def _write_stats(self, path: str) -> None:
         while True:
@@ -92,7 +106,7 @@ class SiteGateway:
             silent = self.ledger.sweep(now)
             self.silenced += len(silent)
             if silent:  # written in the background: without contact a write waits, the sweep must not
-                writing = asyncio.create_task(self.records(silent))
+                writing = asyncio.create_task(self.service.record(silent))
                 self._writes.add(writing)
                 writing.add_done_callback(self._writes.discard)
 
@@ -101,6 +115,9 @@ class SiteGateway:
             self._sweeper.cancel()
         if self.server is not None:
             await self.server.stop(1)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.shutdown)  # waits for its loop's next poll (0.5 s)
+            self.metrics.server_close()
         await self.records.stop()
         await self.client.close()
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from gigafab.operator import conditions
+from gigafab.operator import conditions, telemetry
 from gigafab.operator.borrowing import Held
 from gigafab.operator.conditions import Condition
 from gigafab.operator.queues import site_quotas, track_objects
@@ -131,10 +131,12 @@ def refresh(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@telemetry.reconciles("AllocationPolicy")
 def policy_changed(body: kopf.Body, **kwargs: Any) -> None:
     refresh(dict(body), kwargs)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=2.0)
+@telemetry.reconciles("AllocationPolicy")
 def policy_resync(body: kopf.Body, **kwargs: Any) -> None:
     refresh(dict(body), kwargs)

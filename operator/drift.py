@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from gigafab.operator import audit
+from gigafab.operator import audit, telemetry
 from gigafab.operator.kube import namespace_path
 from gigafab.operator.quantity import quantity
 from gigafab.operator.state import Client, View
@@ -117,6 +117,7 @@ def _register() -> None:
             "localqueues": "LocalQueue",
         }[plural]
 
+        @telemetry.reconciles(kind, handler=f"drift-{plural}")
         def handler(event: Mapping[str, Any], body: kopf.Body, _kind: str = kind, **kwargs: Any) -> None:
             if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                 repair(event, body, _kind, View.of(kwargs))

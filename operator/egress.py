@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-from gigafab.operator import audit, conditions
+from gigafab.operator import audit, conditions, telemetry
 from gigafab.operator.jurisdiction import egress_acceptance
 from gigafab.operator.state import Client, View, custom_path
 from gigafab.operator.tenants import reconcile
@@ -14,6 +14,7 @@ from gigafab.operator.tenants import reconcile
 @kopf.on.resume("gigafab.nl", "v1alpha1", "egressdestinations")
 @kopf.on.create("gigafab.nl", "v1alpha1", "egressdestinations")
 @kopf.on.update("gigafab.nl", "v1alpha1", "egressdestinations")
+@telemetry.reconciles("EgressDestination")
 def destination_changed(
     name: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, reason: str, **kwargs: Any
 ) -> None:
@@ -41,6 +42,7 @@ def _refresh_tenants(destination: str, view: View) -> None:
 
 
 @kopf.on.event("gigafab.nl", "v1alpha1", "egressdestinations")
+@telemetry.reconciles("EgressDestination")
 def destination_deleted(name: str, event: kopf.RawEvent, **kwargs: Any) -> None:
     if event.get("type") == "DELETED":
         _refresh_tenants(name, View.of(kwargs))

@@ -41,6 +41,15 @@ class Step(enum.StrEnum):
     HOLD = "Hold"
 
 
+class Cause(enum.StrEnum):
+    """The trouble behind a Move or Hold, as a short name (the metrics' ``reason`` label)."""
+
+    NONE = ""
+    SITE_LOST = "site_lost"
+    SITE_DRAINING = "site_draining"
+    NO_ROOM = "no_room"
+
+
 @dataclass(frozen=True)
 class Situation:
     """A placed workload and its site, as the failover loop sees them."""
@@ -60,6 +69,7 @@ class Situation:
 class Assessment:
     step: Step
     reason: str
+    cause: Cause = Cause.NONE
 
 
 def failover_enabled(criticality: str, enabled: bool | None) -> bool:
@@ -75,19 +85,20 @@ def assess(situation: Situation) -> Assessment:
     if situation.site_lost:
         return _when_lost(site, situation.criticality, enabled)
     if situation.site_draining:
-        return Assessment(Step.MOVE, f"site {site} is draining")
+        return Assessment(Step.MOVE, f"site {site} is draining", Cause.SITE_DRAINING)
     if situation.unschedulable_for is not None and situation.unschedulable_for >= NO_ROOM_GRACE:
         if not enabled:
-            return Assessment(Step.HOLD, f"no room left in site {site}; failover is off for this work, it waits for room")
-        return Assessment(Step.MOVE, f"no room left in site {site} after a failure")
+            waits = f"no room left in site {site}; failover is off for this work, it waits for room"
+            return Assessment(Step.HOLD, waits, Cause.NO_ROOM)
+        return Assessment(Step.MOVE, f"no room left in site {site} after a failure", Cause.NO_ROOM)
     return Assessment(Step.STAY, "runs where it is")
 
 
 def _when_lost(site: str, criticality: str, enabled: bool) -> Assessment:
     if not enabled:
         waits = "preemptible work waits" if criticality == "preemptible" else "failover is off for this work, it waits"
-        return Assessment(Step.HOLD, f"site {site} is lost; {waits} for it to return")
-    return Assessment(Step.MOVE, f"site {site} is lost")
+        return Assessment(Step.HOLD, f"site {site} is lost; {waits} for it to return", Cause.SITE_LOST)
+    return Assessment(Step.MOVE, f"site {site} is lost", Cause.SITE_LOST)
 
 
 def move_order(criticality: str, name: str) -> tuple[int, str]:

@@ -15,7 +15,7 @@ can vouch for it any more. The site's contact goes into ``site_contact.CONTACTS`
 from which the failover loop knows when the site's work is fenced. When the key comes
 back, the site's node records are read again.
 
-Enabled when the operator is given ``--etcd host:port`` (``$GIGAFAB_HEALTH_ETCD``).
+Enabled when ``$GIGAFAB_HEALTH_ETCD`` names the health etcd (``host:port``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import aetcd
 import kopf
 from gigafab.agents.records import PREFIX
-from gigafab.operator import audit
+from gigafab.operator import audit, telemetry
 from gigafab.operator.conditions import now_rfc3339
 from gigafab.operator.kube import Kube
 from gigafab.operator.node_health import TRUST_AFTER, Applied, condition_for, decide, taints_for
@@ -229,6 +229,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "nodes")
+@telemetry.reconciles("Node")
 def node_taints_drifted(name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
     """Put back health taints someone (or a re-applied manifest) removed or changed."""
     sync = memo.get("health_sync")

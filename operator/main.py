@@ -15,10 +15,14 @@ from gigafab.operator import (  # noqa: F401 - registers handlers
     indexes,
     power_cap,
     sites,
+    telemetry,
     tenants,
     workloads,
 )
 from gigafab.operator.state import Client
+
+from gigafab.telemetry import tracing
+from gigafab.telemetry.metrics import serve
 
 
 @kopf.on.login()
@@ -47,21 +51,36 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def run(
-    kubeconfig: str | None, liveness: str | None, *, verbose: bool = False, peering: str | None = None, priority: int = 0
+    kubeconfig: str | None,
+    liveness: str | None,
+    *,
+    verbose: bool = False,
+    peering: str | None = None,
+    priority: int = 0,
+    metrics_address: str | None = None,
+    otlp_endpoint: str | None = None,
 ) -> None:
     """Run until stopped. With ``peering``, instances that share the ClusterKopfPeering of that name
     see each other: the one with the highest ``priority`` acts and the others pause (equal priorities
-    all pause, so two never act at once)."""
+    all pause, so two never act at once). ``metrics_address`` (HOST:PORT) serves Prometheus metrics;
+    ``otlp_endpoint`` (or $OTEL_EXPORTER_OTLP_ENDPOINT) exports traces (see docs/observability.md)."""
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    kopf.run(
-        clusterwide=True,
-        standalone=peering is None,
-        peering_name=peering,
-        priority=priority,
-        liveness_endpoint=liveness,
-    )
+    if metrics_address:
+        serve(telemetry.METRICS.registry, metrics_address)
+    traces = tracing.configure("gigafab-operator", otlp_endpoint)
+    try:
+        kopf.run(
+            clusterwide=True,
+            standalone=peering is None,
+            peering_name=peering,
+            priority=priority,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        if traces is not None:
+            traces.shutdown()  # flushes the last spans

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import kopf
-from gigafab.operator import allocation
+from gigafab.operator import allocation, telemetry
 from gigafab.operator.allocation import held_gpus
 from gigafab.operator.borrowing import borrowed_workloads
 from gigafab.operator.power import PlacedWork, draw_kw, placed_kw, to_shed, why
@@ -33,6 +33,7 @@ _shed: dict[Key, float] = {}
 
 
 @kopf.timer("gigafab.nl", "v1alpha1", "sites", interval=1.0)
+@telemetry.reconciles("Site")
 def site_power(name: str, body: kopf.Body, status: kopf.Status, **kwargs: Any) -> None:
     spec = SiteSpec.from_body(body.get("spec"))
     watts = gpu_watts(spec, kwargs["node_index"].get(spec.zone or name, []))
@@ -48,6 +49,7 @@ def site_power(name: str, body: kopf.Body, status: kopf.Status, **kwargs: Any) -
     if status.get("powerDrawKW") != draw:
         Client.get().merge_patch(custom_path("sites", name, subresource="status"), {"status": {"powerDrawKW": draw}})
     limit = float(spec.effective_power_kw)
+    telemetry.site_observed(name, power_draw_kw=draw, power_cap_kw=limit)
     if draw <= limit:
         return
     borrowed = borrowed_workloads(held_gpus(kwargs), allocation.QUOTAS, name)  # only over the cap: it walks every pod

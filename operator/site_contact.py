@@ -110,6 +110,17 @@ class Contacts:
                 last.append(lost)
             return max(last) + contact.fence_after + self.margin if last else None
 
+    def lost_since(self, site: str) -> float | None:
+        """Wall-clock time the site's trouble began: its gateway's last contact, else its first node's
+        silence; None when nothing of it is lost."""
+        with self._lock:
+            contact = self._sites.get(site)
+            if contact is None:
+                return None
+            if contact.lost_contact is not None:
+                return contact.lost_contact
+            return min(contact.silent_nodes.values(), default=None)
+
     def fence_after(self, site: str) -> float:
         with self._lock:
             contact = self._sites.get(site)

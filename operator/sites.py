@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-from gigafab.operator import audit, conditions
+from gigafab.operator import audit, conditions, telemetry
 from gigafab.operator.site_contact import CONTACTS
 from gigafab.operator.site_health import ZONE_LABEL, NodeSummary, node_summary, site_status
 from gigafab.operator.state import Client, custom_path
@@ -32,6 +32,7 @@ def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
     generation = int(meta.get("generation") or 0)
     lifecycle, members = str(spec.get("lifecycle", "Active")), list(nodes.get(zone, []))
     counts, wanted = site_status(zone, lifecycle, members, gateway_lost=CONTACTS.lost(meta["name"]))
+    telemetry.site_observed(meta["name"], healthy_gpus=counts["gpusHealthy"])
     new = {
         **counts,
         "observedGeneration": generation,
@@ -49,16 +50,19 @@ def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
 @kopf.on.resume("gigafab.nl", "v1alpha1", "sites")
 @kopf.on.create("gigafab.nl", "v1alpha1", "sites")
 @kopf.on.update("gigafab.nl", "v1alpha1", "sites")
+@telemetry.reconciles("Site")
 def site_changed(body: kopf.Body, **kwargs: Any) -> None:
     refresh(dict(body), kwargs["node_index"])
 
 
 @kopf.timer("gigafab.nl", "v1alpha1", "sites", interval=30, idle=10)
+@telemetry.reconciles("Site")
 def site_resync(body: kopf.Body, **kwargs: Any) -> None:
     refresh(dict(body), kwargs["node_index"])
 
 
 @kopf.on.event("", "v1", "nodes", labels={ZONE_LABEL: kopf.PRESENT})
+@telemetry.reconciles("Node")
 def node_changed(labels: kopf.Labels, **kwargs: Any) -> None:
     zone = labels.get(ZONE_LABEL, "")
     for entry in kwargs["site_index"].get(zone, []):

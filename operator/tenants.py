@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 import kopf
-from gigafab.operator import audit, conditions
+from gigafab.operator import audit, conditions, telemetry
 from gigafab.operator.indexes import gpus_used
 from gigafab.operator.kube import Kube, collection_path, namespace_path
 from gigafab.operator.state import Client, TenantRecord, View, custom_path
@@ -162,6 +162,7 @@ def _write_status(
 
 
 @kopf.on.event("", "v1", "resourcequotas", labels={TENANT_LABEL: kopf.PRESENT, **MANAGED_BY})
+@telemetry.reconciles("ResourceQuota")
 def quota_used_changed(labels: kopf.Labels, **kwargs: Any) -> None:
     """Keep a Tenant's ``status.gpusUsed`` current as its pods come and go."""
     view = View.of(kwargs)
@@ -176,6 +177,7 @@ def quota_used_changed(labels: kopf.Labels, **kwargs: Any) -> None:
 @kopf.on.resume("gigafab.nl", "v1alpha1", "tenants")
 @kopf.on.create("gigafab.nl", "v1alpha1", "tenants")
 @kopf.on.update("gigafab.nl", "v1alpha1", "tenants")
+@telemetry.reconciles("Tenant")
 def tenant_changed(name: str, **kwargs: Any) -> None:
     view = View.of(kwargs)
     record = view.tenant(name)
@@ -199,6 +201,7 @@ def _fresh(record: TenantRecord, kwargs: dict[str, Any]) -> TenantRecord:
 
 
 @kopf.on.delete("gigafab.nl", "v1alpha1", "tenants")
+@telemetry.reconciles("Tenant")
 def tenant_deleted(name: str, **kwargs: Any) -> None:
     view = View.of(kwargs)
     kube = Client.get()

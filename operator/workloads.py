@@ -17,7 +17,8 @@ the old pods are gone. The destination site's timer starts it. Phase FailingOver
 until every replica of the new copy runs, then Running.
 
 Every decision is an Event on the GpuWorkload and a structured log line (``audit``):
-Placed, NoSiteFits, FailingOver, Held, Fenced (the new copy starts), Running.
+Placed, NoSiteFits, FailingOver, Waiting, Fenced (the new copy starts), Running,
+Queued (Kueue holds it), Suspended (no site has power for it).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import kopf
 from gigafab.agents.fencing import WORKLOAD_LABEL
-from gigafab.operator import allocation, audit, conditions
+from gigafab.operator import allocation, audit, conditions, telemetry
 from gigafab.operator.allocation import held_gpus, track_of, used_by_track, zones
 from gigafab.operator.borrowing import reclaimable
 from gigafab.operator.conditions import Condition, now_rfc3339, rfc3339, seconds_of
@@ -130,12 +132,14 @@ def workload_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any)
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@telemetry.reconciles("GpuWorkload")
 def workload_changed(body: kopf.Body, **kwargs: Any) -> None:
     if not (body.get("status") or {}).get("site"):
         place_workload(dict(body), kwargs)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=10, idle=5)
+@telemetry.reconciles("GpuWorkload")
 def pending_retry(body: kopf.Body, **kwargs: Any) -> None:
     if not allocation.QUOTAS:  # with an AllocationPolicy, retry_pending judges them in priority order
         retry(dict(body), kwargs)
@@ -145,11 +149,16 @@ def retry(body: dict[str, Any], indexes: Mapping[str, Any]) -> None:
     """Judge a Pending workload again."""
     if (body.get("status") or {}).get("phase") == "Pending":
         leaving = str((body.get("status") or {}).get("site") or "")
-        why = f"site {leaving} is lost" if _site_lost(leaving, indexes) else f"it could not stay on site {leaving}"
-        place_workload(body, indexes, leaving=(leaving, why) if leaving else None)
+        if not leaving:
+            place_workload(body, indexes)
+            return
+        lost = _site_lost(leaving, indexes)
+        why = f"site {leaving} is lost" if lost else f"it could not stay on site {leaving}"
+        telemetry.resume_failover(body, indexes, leaving, lost, partial(place_workload, body, indexes, leaving=(leaving, why)))
 
 
 @kopf.timer("gigafab.nl", "v1alpha1", "allocationpolicies", interval=2.0)
+@telemetry.reconciles("AllocationPolicy")
 def pending_by_priority(**kwargs: Any) -> None:
     retry_pending(kwargs)
 
@@ -187,6 +196,7 @@ def _retry_pending(priorities: Mapping[str, int], indexes: Mapping[str, Any]) ->
 
 
 @kopf.timer(GROUP, VERSION, "sites", interval=1.0)
+@telemetry.reconciles("Site")
 def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
     """Start held copies bound here, and move work away from here when the site is in trouble."""
     now = time.time()
@@ -221,7 +231,9 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
         )
         verdict = assess(situation)
         if verdict.step is Step.MOVE:
-            place_workload(workload, kwargs, leaving=(name, verdict.reason))
+            since = telemetry.trouble_since(verdict.cause, name, body, situation.unschedulable_for, now)
+            move = partial(place_workload, workload, kwargs, leaving=(name, verdict.reason))
+            telemetry.fail_over(workload, kwargs, name, verdict.cause, since, move)
             if draining:
                 return
         elif verdict.step is Step.HOLD:
@@ -229,6 +241,7 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
 
 
 @kopf.on.event("", "v1", "pods", labels={WORKLOAD_LABEL: kopf.PRESENT})
+@telemetry.reconciles("Pod")
 def runner_pod_changed(namespace: str | None, labels: kopf.Labels, type: str | None, **kwargs: Any) -> None:
     """Running when every replica of the current copy runs; GPUs freed by a pod that is gone go to the
     Pending work at once (in priority order), not at the next sweep."""
@@ -247,7 +260,7 @@ def place_workload(
     ``shedding``: it leaves because its site's power cap was lowered: that site is judged with the
     work's own power still on it, and when no other site takes it, it is suspended (its copies
     stopped, Pending until a site has room and power). True when it was placed somewhere new."""
-    with _placing:
+    with telemetry.placing(body, indexes, leaving), _placing:
         return _place(body, indexes, leaving, shedding)
 
 
@@ -283,6 +296,7 @@ def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str,
             in_use[node] = in_use.get(node, 0) - gpus
     views = site_views(sites, indexes["node_index"], in_use, placed, reserved)
     decision = place(views, workload, TenantView(tenant_name, frozenset(tenant_spec.get("allowedSites") or [])))
+    telemetry.placement_decided(decision)
     if decision.site is None and shedding and leaving is not None:
         _suspend(body, decision, f"{leaving[1]}; no other site takes it: {decision.message}")
         return False

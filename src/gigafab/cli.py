@@ -1,6 +1,9 @@
 """The ``gigafab`` command line.
 
-Exit codes: 0 success, 1 a failure with a message saying what to do, 2 bad usage.
+Exit codes, the same for every command: 0 success; 1 a failure, with a message saying what
+to do; 2 bad usage; 3 the command worked and found something that needs a look (``status``:
+a site not Ready or Healthy, a workload not running; ``why``: the workload is pending;
+``local status``: a component is stopped); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -66,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
             kinds.add_argument(f"--{kind.value}", dest="fault", action="store_const", const=kind.value)
     inject.add_argument("--control", help="agent control URL (default: found from the local plane by node name)")
 
+    status = commands.add_parser(
+        "status", help="sites (healthy GPUs, power draw and limit), tenants, workloads and where they run"
+    )
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    status.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else the local plane's)")
+
     why = commands.add_parser("why", help="where a GpuWorkload runs, or why it does not: every site's verdict")
     why.add_argument("target", help="gpuworkload/NAME")
     why.add_argument("-n", "--namespace", default="default")
@@ -80,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
         help="kopf peering name (a ClusterKopfPeering): only the instance with the highest --priority acts; default: standalone",
     )
     operator.add_argument("--priority", type=int, default=0, help="this instance's peering priority (default 0)")
+    operator.add_argument("--metrics-address", help="HOST:PORT to serve Prometheus metrics on (default: none)")
+    operator.add_argument(
+        "--otlp-endpoint",
+        help="export traces over OTLP/gRPC, e.g. http://collector:4317 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
+    )
     operator.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -184,6 +198,12 @@ def _health(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _status(args: argparse.Namespace) -> int:
+    from gigafab.status import run
+
+    return run(args.kubeconfig, args.output)
+
+
 def _why(args: argparse.Namespace) -> int:
     from gigafab.why import run
 
@@ -193,7 +213,15 @@ def _why(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     from gigafab.operator.main import run
 
-    run(args.kubeconfig, args.liveness, verbose=args.verbose, peering=args.peering, priority=args.priority)
+    run(
+        args.kubeconfig,
+        args.liveness,
+        verbose=args.verbose,
+        peering=args.peering,
+        priority=args.priority,
+        metrics_address=args.metrics_address,
+        otlp_endpoint=args.otlp_endpoint,
+    )
     return 0
 
 
@@ -207,6 +235,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fault": _fault,
     "operator": _operator,
     "why": _why,
+    "status": _status,
 }
 
 

@@ -80,7 +80,9 @@ def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     os.environ["GIGAFAB_RETRY_SECONDS"] = "2"
     os.environ["GIGAFAB_TRUST_AFTER"] = "2"
-    layout = Layout(state=tmp_path_factory.mktemp("plane"), ports=Ports.shifted(int(os.environ.get("GIGAFAB_E2E_PORT_OFFSET", "1000"))))
+    layout = Layout(
+        state=tmp_path_factory.mktemp("plane"), ports=Ports.shifted(int(os.environ.get("GIGAFAB_E2E_PORT_OFFSET", "1000")))
+    )
     local = Plane(layout)
     local.up(Options(nodes_per_site=2, gpus_per_node=8, samples=True, tenants=False))
     yield local

@@ -22,9 +22,11 @@ from typing import Any
 import pytest
 from gigafab.operator.conditions import seconds_of
 
+from gigafab.local.components import operator_metrics_url
 from gigafab.local.health import control_url, fence_log
 from gigafab.local.nodes import gpu_node, node_name
 from tests.e2e.conftest import Kubectl, condition, eventually, quotas, tenant
+from tests.e2e.test_telemetry import scrape, total
 from tests.e2e.test_workloads import tenant_ready, workload
 
 FAILED_TAINT = {"key": "gigafab.nl/gpu-failed", "value": "true", "effect": "NoExecute"}
@@ -137,9 +139,13 @@ def test_losing_its_site_moves_health_work_to_the_other_certified_site_after_fen
     with health_certified(kubectl, "de-halm"):
         kubectl.apply(workload("cohort", unique, gpus=2, criticality="critical", sites=["niemeyer"]))
         eventually(lambda: phase(kubectl, unique, "cohort", "Running", "niemeyer"), timeout=90)
+        metrics = operator_metrics_url(kubectl.plane.layout)
+        lost = {"site": "niemeyer", "reason": "site_lost"}
+        failovers = total(scrape(metrics), "gigafab_failovers_total", **lost)
         with Timeline(kubectl, unique) as timeline:
             with cut(kubectl, "niemeyer") as cut_at:
                 moved = eventually(lambda: phase(kubectl, unique, "cohort", "Running", "de-halm"), timeout=90)
+                after = scrape(metrics)
                 fenced = fences(kubectl, "niemeyer", since=cut_at)
                 healthy = condition(kubectl.get("site", "niemeyer"), "Healthy")
                 assert (healthy["status"], healthy["reason"]) == ("False", "GatewayLost")
@@ -148,6 +154,8 @@ def test_losing_its_site_moves_health_work_to_the_other_certified_site_after_fen
 
         status = moved["status"]
         assert status["epoch"] == 2
+        assert total(after, "gigafab_failovers_total", **lost) >= failovers + 1, "counted, with the reason site_lost"
+        assert total(after, "gigafab_failover_duration_seconds_count", **lost) == total(after, "gigafab_failovers_total", **lost)
         last = status["placements"][-1]
         assert (last["site"], last["fromSite"], last["epoch"]) == ("de-halm", "niemeyer", 2)
         verdicts = {v["site"]: v["verdict"] for v in status["verdicts"]}

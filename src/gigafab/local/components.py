@@ -161,6 +161,11 @@ def kwok(layout: Layout, stages: Path) -> Component:
     )
 
 
+def operator_metrics_url(layout: Layout) -> str:
+    """Where the operator of the local plane serves its metrics."""
+    return f"http://127.0.0.1:{layout.ports.operator_metrics}/metrics"
+
+
 def operator(layout: Layout) -> Component:
     return Component(
         "gigafab-operator",
@@ -171,6 +176,7 @@ def operator(layout: Layout) -> Component:
             "operator",
             f"--kubeconfig={layout.kubeconfig_for('operator')}",
             f"--liveness=http://127.0.0.1:{layout.ports.operator_health}/healthz",
+            f"--metrics-address=127.0.0.1:{layout.ports.operator_metrics}",
         ],
         http_ok(f"http://127.0.0.1:{layout.ports.operator_health}/healthz"),
         env={"GIGAFAB_HEALTH_ETCD": f"127.0.0.1:{layout.ports.etcd_client}"},

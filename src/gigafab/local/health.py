@@ -36,11 +36,25 @@ def network(layout: Layout, site: str) -> sitenet.SiteNet | None:
     return sitenet.site_net(site, gateway_port(layout, site)) if sitenet.available() else None
 
 
+def _reachable_host(layout: Layout, site: str) -> str:
+    """The address at which the host reaches the site's health plane: its namespace's, else loopback."""
+    net = network(layout, site)
+    return net.inner_ip if net is not None and sitenet.exists(net) else "127.0.0.1"
+
+
 def control_url(layout: Layout, site: str) -> str:
     """Where the site's simulated agents take fault orders."""
-    net = network(layout, site)
-    host = net.inner_ip if net is not None and sitenet.exists(net) else "127.0.0.1"
-    return f"http://{host}:{control_port(layout, site)}"
+    return f"http://{_reachable_host(layout, site)}:{control_port(layout, site)}"
+
+
+def metrics_url(layout: Layout, site: str) -> str:
+    """Where the site's gateway serves its Prometheus metrics (from the host, like its gRPC port)."""
+    return f"http://{_reachable_host(layout, site)}:{metrics_port(layout, site)}/metrics"
+
+
+def metrics_urls(layout: Layout) -> dict[str, str]:
+    """Every site gateway's metrics URL, by site."""
+    return {site: metrics_url(layout, site) for site in SITES}
 
 
 def fence_log(layout: Layout, site: str) -> Path:
@@ -55,13 +69,19 @@ def control_port(layout: Layout, site: str) -> int:
     return layout.ports.agent_control + SITES.index(site)
 
 
+def metrics_port(layout: Layout, site: str) -> int:
+    return layout.ports.gateway_metrics + SITES.index(site)
+
+
 def component_names() -> list[str]:
     return [f"{kind}-{site}" for kind in ("gateway", "agents") for site in SITES]
 
 
 def ports_of(layout: Layout, name: str) -> list[int]:
     kind, site = name.split("-", 1)
-    return [gateway_port(layout, site) if kind == "gateway" else control_port(layout, site)]
+    if kind == "gateway":
+        return [gateway_port(layout, site), metrics_port(layout, site)]
+    return [control_port(layout, site)]
 
 
 def _authority(layout: Layout) -> Authority:
@@ -100,6 +120,7 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
                 f"--ca={authority.pair.cert}",
                 f"--etcd={etcd_host}:{layout.ports.etcd_client}",
                 f"--fence-after={FENCE_AFTER:g}",
+                f"--metrics-address={listen}:{metrics_port(layout, site)}",
             ],
             tcp_open(port, reachable),
             netns=inside,

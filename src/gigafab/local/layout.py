@@ -66,6 +66,10 @@ class Ports:
     """Kueue's admission and conversion webhooks (HTTPS, the plane's CA)."""
     kueue_health: int = 20931
     """Kueue's readiness and liveness endpoint."""
+    operator_metrics: int = 20940
+    """The operator's Prometheus metrics (``/metrics``)."""
+    gateway_metrics: int = 20950
+    """First health gateway's Prometheus metrics port; one per site, in the order of ``SITES``."""
 
     def all(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -33,7 +33,7 @@ PORT_OF = {
     "kube-scheduler": ("scheduler",),
     "kueue": ("kueue_webhook", "kueue_health"),
     "kwok": ("kwok",),
-    "gigafab-operator": ("operator_health",),
+    "gigafab-operator": ("operator_health", "operator_metrics"),
 }
 
 
@@ -180,6 +180,8 @@ class Plane:
             f"  export PATH={self.layout.kube_bin}:$PATH   # kubectl {self.layout.kube_bin.name}\n"
             "  kubectl get sites,tenants,egressdestinations\n"
             "  kubectl get nodes -L topology.kubernetes.io/zone\n"
+            f"metrics (docs/observability.md): {components.operator_metrics_url(self.layout)} (operator), "
+            f"{health.metrics_url(self.layout, SITES[0])} ({SITES[0]}'s gateway)\n"
             "stop it with: gigafab local down"
         )
 
