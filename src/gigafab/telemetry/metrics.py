@@ -109,32 +109,36 @@ class GatewayCollector(Collector):
         counts, site = self.counts, self.site
         refused = dict.fromkeys(self.reasons, 0) | dict(counts.refused)  # dict(): one atomic copy
         transitions = dict.fromkeys(self.states, 0) | dict(counts.transitions)
-        reports = CounterMetricFamily(
-            "gigafab_gateway_reports", "Health reports the gateway took from its agents (reports/s is its rate).", labels=["site"]
+        yield _counter(
+            "gigafab_gateway_reports",
+            "Health reports the gateway took from its agents (reports/s is its rate).",
+            ["site"],
+            [([site], counts.reports)],
         )
-        reports.add_metric([site], counts.reports)
-        yield reports
-        changes = CounterMetricFamily(
+        yield _counter(
             "gigafab_gateway_transitions",
             "Health transitions of nodes and GPUs the gateway saw, by the state they lead to "
             "(Healthy, Degraded, Failed, Silent).",
-            labels=["site", "to_state"],
+            ["site", "to_state"],
+            [([site, state], count) for state, count in sorted(transitions.items())],
         )
-        for state, count in sorted(transitions.items()):
-            changes.add_metric([site, state], count)
-        yield changes
-        rejected = CounterMetricFamily(
+        yield _counter(
             "gigafab_gateway_rejected_calls",
             "Report calls the gateway refused, by reason (identity_mismatch, wrong_site, replayed_sequence, "
             "malformed, oversized).",
-            labels=["site", "reason"],
+            ["site", "reason"],
+            [([site, reason], count) for reason, count in sorted(refused.items())],
         )
-        for reason, count in sorted(refused.items()):
-            rejected.add_metric([site, reason], count)
-        yield rejected
         agents = GaugeMetricFamily("gigafab_gateway_connected_agents", "Agents with a report stream open now.", labels=["site"])
         agents.add_metric([site], counts.streams)
         yield agents
+
+
+def _counter(name: str, documentation: str, labels: list[str], rows: Iterable[tuple[list[str], float]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for values, count in rows:
+        family.add_metric(values, count)
+    return family
 
 
 def gateway_registry(
