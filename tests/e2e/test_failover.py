@@ -124,9 +124,11 @@ def health_certified(kubectl: Kubectl, site: str) -> Iterator[None]:
 
 def phase(kubectl: Kubectl, namespace: str, name: str, wanted: str, site: str | None = None) -> dict[str, Any]:
     body = kubectl.get("gpuworkload", name, "-n", namespace)
-    assert body["status"].get("phase") == wanted, body["status"].get("phase")
+    assert body is not None, f"no gpuworkload {namespace}/{name}"
+    status = body.get("status") or {}  # none yet: the operator has not judged it, so wait (AssertionError)
+    assert status.get("phase") == wanted, status.get("phase")
     if site is not None:
-        assert body["status"]["site"] == site
+        assert status.get("site") == site
     return dict(body)
 
 
