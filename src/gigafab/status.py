@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from gigafab.operator import conditions
+
 WELL, ATTENTION, UNREADABLE = 0, 3, 1
 TROUBLED_PHASES = frozenset({"Pending", "FailingOver", "Failed"})
 
@@ -22,10 +24,7 @@ Body = Mapping[str, Any]
 
 
 def _condition(body: Body, kind: str) -> str:
-    for item in (body.get("status") or {}).get("conditions") or []:
-        if item.get("type") == kind:
-            return str(item.get("status", "Unknown"))
-    return "Unknown"
+    return str(conditions.find((body.get("status") or {}).get("conditions"), kind).get("status", "Unknown"))
 
 
 def site_row(body: Body) -> dict[str, Any]:

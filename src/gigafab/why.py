@@ -12,13 +12,15 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from gigafab.operator import conditions
+
 PLACED, PENDING, MISSING, USAGE = 0, 3, 1, 2
 
 
 def report(body: Mapping[str, Any]) -> dict[str, Any]:
     """What ``why`` says of one GpuWorkload, as data."""
     status = body.get("status") or {}
-    placed: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Placed"), {})
+    placed = conditions.find(status.get("conditions"), "Placed")
     return {
         "name": body["metadata"]["name"],
         "namespace": body["metadata"].get("namespace", ""),
