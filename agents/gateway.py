@@ -1,8 +1,9 @@
 """The health gateway of one site: a grpc.aio server that takes agents' reports over mTLS.
 
 Each agent holds one ``Report`` stream. The gateway checks that the client
-certificate's common name is the node the report speaks for and that the node
-belongs to this site, keeps the latest state in its ledger and hands the transitions
+certificate's common name is the node the report speaks for and that the
+certificate is one of this site's nodes (organization ``gigafab:site:<site>``, see
+``tls.site_group``), and that the report names this site, keeps the latest state in its ledger and hands the transitions
 to a sink (etcd, in the running system). It acknowledges a stream's first report and
 every report whose change has been recorded; a report that repeats the last state is
 taken silently (at 10,000 agents an answer to each would cost as much as the reports
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 from gigafab.agents.ledger import GpuReport, Ledger, Refused, Transition
-from gigafab.agents.tls import GatewayTls
+from gigafab.agents.tls import GatewayTls, certificate_sites, site_group
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_health.v1 import health_pb2 as checks_pb2
@@ -94,6 +95,14 @@ def gpu_reports(request: health_pb2.ReportRequest) -> list[GpuReport]:
     return reports
 
 
+def check_speaker(node: str, speaker: str, speaker_sites: frozenset[str], site: str) -> None:
+    """A node speaks only for itself (certificate CN) and only at a gateway of its own site (its O)."""
+    if node != speaker:
+        raise Refused("identity_mismatch", f"certificate of {speaker!r} cannot report for {node!r}")
+    if site not in speaker_sites:
+        raise Refused("wrong_site", f"certificate of {speaker!r} is no node of site {site} (no O={site_group(site)})")
+
+
 class HealthGateway(service.HealthServiceServicer):
     """The ``HealthService`` of one site."""
 
@@ -115,16 +124,18 @@ class HealthGateway(service.HealthServiceServicer):
     async def Report(
         self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[health_pb2.ReportResponse]:
-        identities = context.auth_context().get("x509_common_name", [])
+        peer = context.auth_context()
+        identities = peer.get("x509_common_name", [])
         speaker = identities[0].decode() if identities else ""
+        pems = peer.get("x509_pem_cert", [])
+        speaker_sites = certificate_sites(pems[0]) if pems else frozenset()
         first, told_to_fence = True, False
         self.streams += 1
         try:
             async for request in request_iterator:
                 node = request.node
                 try:
-                    if node.node != speaker:
-                        raise Refused("identity_mismatch", f"certificate of {speaker!r} cannot report for {node.node!r}")
+                    check_speaker(node.node, speaker, speaker_sites, self.ledger.site)
                     now = self.clock()
                     signature = tuple([gpu.health for gpu in request.gpus])
                     if self.ledger.heard(node.node, node.site, request.sequence, signature, now):

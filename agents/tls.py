@@ -6,6 +6,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+SITE_GROUP_PREFIX = "gigafab:site:"
+"""A node's certificate carries the organization ``gigafab:site:<site>``: the site it may speak for."""
+
+
+def site_group(site: str) -> str:
+    """The certificate organization that makes a node certificate one of ``site``."""
+    return SITE_GROUP_PREFIX + site
+
+
+def certificate_sites(pem: bytes) -> frozenset[str]:
+    """The sites a peer certificate (PEM) may speak for, from its ``gigafab:site:`` organizations."""
+    subject = x509.load_pem_x509_certificate(pem).subject
+    orgs = (attribute.value for attribute in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return frozenset(org[len(SITE_GROUP_PREFIX) :] for org in orgs if isinstance(org, str) and org.startswith(SITE_GROUP_PREFIX))
 
 
 @dataclass(frozen=True)

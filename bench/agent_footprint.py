@@ -18,7 +18,7 @@ import time
 import psutil
 
 from gigafab.local.health import gateway_port
-from gigafab.local.pki import Authority, ClientIdentity
+from gigafab.local.pki import Authority, node_identity
 from gigafab.local.plane import Plane
 
 NODE, SITE = "de-halm-footprint", "de-halm"
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     plane = Plane()
     pki_dir = plane.layout.pki / "health"
-    Authority(pki_dir, "gigafab-health-ca").issue_client(ClientIdentity(NODE, NODE))
+    Authority(pki_dir, "gigafab-health-ca").issue_client(node_identity(NODE, SITE))
     agent = subprocess.Popen(
         [
             sys.executable,

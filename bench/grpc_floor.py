@@ -26,9 +26,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gigafab.agents.gateway import SERVER_OPTIONS
-from health_ingest import cpu, loadgen, node, start_loadgen
+from health_ingest import SITE, cpu, loadgen, node, start_loadgen
 
-from gigafab.local.pki import Authority, ClientIdentity
+from gigafab.local.pki import Authority, node_identity
 
 PORT = 26900
 
@@ -78,7 +78,7 @@ def main() -> None:
         pki.ensure()
         pki.issue_server("gateway", ("localhost", "127.0.0.1"))
         for index in range(args.agents):
-            pki.issue_client(ClientIdentity(node(index), node(index)))
+            pki.issue_client(node_identity(node(index), SITE))
         counter = root / "frames"
         server = subprocess.Popen([sys.executable, __file__, "--serve", str(root / "pki"), str(counter)])
         time.sleep(2)

@@ -30,7 +30,7 @@ import psutil
 
 from gigafab.local import components
 from gigafab.local.layout import Layout, Ports, cache_home
-from gigafab.local.pki import Authority, ClientIdentity
+from gigafab.local.pki import Authority, node_identity
 from gigafab.local.processes import Supervisor
 from gigafab.local.toolchain import go_binary
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
         served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
         started = time.monotonic()
         for index in range(args.agents):
-            pki.issue_client(ClientIdentity(node(index), node(index)))
+            pki.issue_client(node_identity(node(index), SITE))
         print(f"issued {args.agents} agent certificates in {time.monotonic() - started:.0f}s", file=sys.stderr)
         port, stats = layout.ports.gateways, root / "stats.json"
         gateway = subprocess.Popen(

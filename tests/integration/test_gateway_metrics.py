@@ -19,7 +19,7 @@ from gigafab.agents.tls import AgentTls, GatewayTls
 from prometheus_client.parser import text_string_to_metric_families
 
 from gigafab.health.v1 import health_pb2, health_pb2_grpc
-from gigafab.local.pki import Authority, ClientIdentity
+from gigafab.local.pki import Authority, node_identity
 from tests.integration.test_health_chain import until
 
 SITE = "eemshaven"
@@ -39,8 +39,8 @@ def test_reports_transitions_and_a_rejected_call_are_scraped_from_the_gateway(et
     pki = Authority(tmp_path)
     pki.ensure()
     served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
-    honest = pki.issue_client(ClientIdentity("eemshaven-gpu-000", "eemshaven-gpu-000"))
-    impostor = pki.issue_client(ClientIdentity("eemshaven-gpu-001", "eemshaven-gpu-001"))
+    honest = pki.issue_client(node_identity("eemshaven-gpu-000", SITE))
+    impostor = pki.issue_client(node_identity("eemshaven-gpu-001", SITE))
     site = (("site", SITE),)
 
     async def scenario() -> None:

@@ -15,7 +15,7 @@ from gigafab.agents.simulated import Fault, SimulatedBackend
 from gigafab.agents.site_gateway import GatewayConfig, SiteGateway
 from gigafab.agents.tls import AgentTls, GatewayTls
 
-from gigafab.local.pki import Authority, ClientIdentity, Pair
+from gigafab.local.pki import Authority, Pair, node_identity
 
 SITE = "de-halm"
 
@@ -31,7 +31,7 @@ def certificates(directory: Path, node: str) -> tuple[Authority, Pair, Pair]:
     """A health CA, the gateway's serving pair and ``node``'s client pair."""
     pki = Authority(directory)
     pki.ensure()
-    return pki, pki.issue_server("gateway", ("localhost", "127.0.0.1")), pki.issue_client(ClientIdentity(node, node))
+    return pki, pki.issue_server("gateway", ("localhost", "127.0.0.1")), pki.issue_client(node_identity(node, SITE))
 
 
 def test_fault_and_silence_reach_etcd_as_transitions(etcd_port: int, tmp_path: Path) -> None:

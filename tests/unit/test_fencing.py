@@ -20,7 +20,7 @@ from gigafab.agents.ledger import Ledger
 from gigafab.agents.simulated import Fault, SimulatedBackend
 from gigafab.agents.tls import AgentTls, GatewayTls
 
-from gigafab.local.pki import Authority, ClientIdentity
+from gigafab.local.pki import Authority, node_identity
 
 SITE = "eemshaven"
 
@@ -144,7 +144,7 @@ async def connected_agent(
     gateway = HealthGateway(Ledger(SITE), record)
     served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
     server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(served.cert, served.key, pki.pair.cert))
-    pair = pki.issue_client(ClientIdentity(node, node))
+    pair = pki.issue_client(node_identity(node, SITE))
     runtime = SimulatedRuntime(node)
     fence = Fence(runtime, fence_after)
     tls = AgentTls(pair.cert, pair.key, pki.pair.cert)

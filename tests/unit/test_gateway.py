@@ -14,7 +14,7 @@ import grpc
 import pytest
 from gigafab.agents.gateway import HealthGateway, serve
 from gigafab.agents.ledger import Ledger, Transition
-from gigafab.agents.tls import GatewayTls
+from gigafab.agents.tls import GatewayTls, site_group
 from grpc_health.v1 import health_pb2 as checks_pb2
 from grpc_health.v1 import health_pb2_grpc as checks_grpc
 
@@ -31,8 +31,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Authority:
     return authority
 
 
-def agent_cert(pki: Authority, node: str) -> Pair:
-    return pki.issue_client(ClientIdentity(f"agent-{node}", node))
+def agent_cert(pki: Authority, node: str, sites: tuple[str, ...] = (SITE,)) -> Pair:
+    """``node``'s certificate, a node of ``sites`` (its organizations)."""
+    groups = tuple(site_group(site) for site in sites)
+    return pki.issue_client(ClientIdentity(f"agent-{node}-{'-'.join(sites)}", node, groups))
 
 
 def report(node: str, sequence: int, gpu_health: int = health_pb2.HEALTH_HEALTHY, site: str = SITE) -> health_pb2.ReportRequest:
@@ -107,7 +109,16 @@ def test_first_and_changed_reports_are_acknowledged_and_only_transitions_recorde
     ("speaker", "requests", "code", "reason"),
     [
         ("de-halm-gpu-001", [report("de-halm-gpu-002", 1)], grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch"),
-        ("niemeyer-gpu-000", [report("niemeyer-gpu-000", 1, site="niemeyer")], grpc.StatusCode.PERMISSION_DENIED, "wrong_site"),
+        # a node of another site, reporting for itself but to this site's gateway, under either site's name
+        (("niemeyer-gpu-000", "niemeyer"), [report("niemeyer-gpu-000", 1)], grpc.StatusCode.PERMISSION_DENIED, "wrong_site"),
+        (
+            ("niemeyer-gpu-000", "niemeyer"),
+            [report("niemeyer-gpu-000", 1, site="niemeyer")],
+            grpc.StatusCode.PERMISSION_DENIED,
+            "wrong_site",
+        ),
+        # a certificate of the health CA that is no node of any site (no gigafab:site organization)
+        (("de-halm-gpu-005",), [report("de-halm-gpu-005", 1)], grpc.StatusCode.PERMISSION_DENIED, "wrong_site"),
         (
             "de-halm-gpu-003",
             [report("de-halm-gpu-003", 5), report("de-halm-gpu-003", 5)],
@@ -123,13 +134,15 @@ def test_first_and_changed_reports_are_acknowledged_and_only_transitions_recorde
     ],
 )
 def test_refused_reports_get_their_status_and_the_gateway_serves_on(
-    pki: Authority, speaker: str, requests: list[health_pb2.ReportRequest], code: grpc.StatusCode, reason: str
+    pki: Authority, speaker: str | tuple[str, ...], requests: list[health_pb2.ReportRequest], code: grpc.StatusCode, reason: str
 ) -> None:
+    name, *sites = (speaker, SITE) if isinstance(speaker, str) else speaker  # (node, its sites...)
+    certificate = agent_cert(pki, name, tuple(sites))
     good = agent_cert(pki, "de-halm-gpu-009")
 
     async def body(port: int) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await exchange(port, pki, agent_cert(pki, speaker), *requests)
+            await exchange(port, pki, certificate, *requests)
         assert refused.value.code() == code
         answers = await exchange(port, pki, good, report("de-halm-gpu-009", 1))
         assert answers[0].ack.sequence == 1
@@ -203,7 +216,7 @@ def test_a_certificate_from_another_ca_is_refused(pki: Authority, tmp_path: Path
 def test_certificates_are_reloaded_when_they_change_on_disk(pki: Authority, tmp_path: Path) -> None:
     other = Authority(tmp_path / "other", "another-ca")
     other.ensure()
-    newcomer = other.issue_client(ClientIdentity("agent-new", "de-halm-gpu-007"))
+    newcomer = other.issue_client(ClientIdentity("agent-new", "de-halm-gpu-007", (site_group(SITE),)))
     trusted = tmp_path / "trusted-ca.crt"
     trusted.write_bytes(pki.pair.cert.read_bytes())
     served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from gigafab.local import sitenet
 from gigafab.local.layout import SITES, Layout
 from gigafab.local.nodes import node_name
-from gigafab.local.pki import Authority, ClientIdentity
+from gigafab.local.pki import Authority, node_identity
 from gigafab.local.processes import Component
 
 FENCE_AFTER = 4.0
@@ -127,7 +127,7 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
         )
         nodes = [node_name(site, index) for index in range(nodes_per_site)]
         for node in nodes:
-            authority.issue_client(ClientIdentity(node, node))
+            authority.issue_client(node_identity(node, site))
         built[f"agents-{site}"] = Component(
             f"agents-{site}",
             [

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gigafab.agents.tls import site_group
+
 VALIDITY = dt.timedelta(days=365)
 
 
@@ -27,6 +29,11 @@ class ClientIdentity:
     name: str
     user: str
     groups: tuple[str, ...] = ()
+
+
+def node_identity(node: str, site: str) -> ClientIdentity:
+    """A health agent's certificate: CN is its node, the organization its site (see ``agents.tls``)."""
+    return ClientIdentity(node, node, (site_group(site),))
 
 
 IDENTITIES = (
