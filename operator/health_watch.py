@@ -115,7 +115,11 @@ class NodeHealthSync:
         if node in self.healthy_gpus:
             patch["metadata"] = {"annotations": {HEALTHY_GPUS: str(self.healthy_gpus[node])}}
         self.kube.merge_patch(path, patch)
-        condition = {**condition_for(after), "lastHeartbeatTime": now_rfc3339(), "lastTransitionTime": now_rfc3339()}
+        condition = {
+            **condition_for(after, self.trust_after),
+            "lastHeartbeatTime": now_rfc3339(),
+            "lastTransitionTime": now_rfc3339(),
+        }
         self.kube.strategic_patch(f"{path}/status", {"status": {"conditions": [condition]}})
         self.written.add(node)
         if after.health != before.health:
@@ -152,13 +156,36 @@ async def _observe_site(client: aetcd.Client, sync: NodeHealthSync, site: str) -
         await asyncio.to_thread(sync.observe, document, time.monotonic())
 
 
+RECONNECT_AFTER = 1.0
+"""Seconds between attempts to reach the health etcd again after the watch broke."""
+
+
+async def watch(endpoint: str, sync: NodeHealthSync) -> None:
+    """``run`` for as long as the operator lives: when etcd goes away (restarted, cut off) the
+    watch breaks; it reads everything again and resumes once etcd answers, so nothing
+    recorded meanwhile is missed."""
+    while True:
+        try:
+            await run(endpoint, sync)
+        except Exception as failure:  # whatever broke the watch, it must come back
+            log.warning("health etcd %s unreachable, retrying in %.0f s: %r", endpoint, RECONNECT_AFTER, failure)
+        await asyncio.sleep(RECONNECT_AFTER)
+
+
 async def run(endpoint: str, sync: NodeHealthSync) -> None:
+    """Read every node's health and gateway, then follow changes; raises when etcd goes away.
+
+    A site with node records but no gateway key gets ``GATEWAY_GRACE`` to show one before
+    it counts as lost: at the operator's start the gateways start too, and after etcd
+    itself was away (restarted, its leases expired) every gateway needs a moment to see
+    it back and take its key again. That is no site's fault, so it moves no work."""
     host, port = endpoint.rsplit(":", 1)
     client = aetcd.Client(host=host, port=int(port))
     prefix = f"{PREFIX}/".encode()
     unserved: list[asyncio.Task[None]] = []
     try:
         listed = await client.get_prefix(prefix)
+        listed_at = time.monotonic()
         for document in _documents(listed):
             await asyncio.to_thread(sync.observe, document, time.monotonic())
         served = {site: item.value for item in listed if (site := _gateway_site(item.key)) is not None}
@@ -166,7 +193,7 @@ async def run(endpoint: str, sync: NodeHealthSync) -> None:
             ttl, fence_after, _ = _gateway_terms(value)
             sync.contacts.gateway_up(site, ttl, fence_after)
         for site in {document["site"] for document in _documents(listed)} - set(served):
-            unserved.append(asyncio.create_task(_lost_unless_served(sync, site)))
+            unserved.append(asyncio.create_task(_lost_unless_served(sync, site, listed_at)))
         revision = listed.header.revision
         watch = await client.watch_prefix(prefix, start_revision=revision + 1)
         log.info("watching %s from etcd revision %d", prefix.decode(), revision + 1)
@@ -182,15 +209,17 @@ async def run(endpoint: str, sync: NodeHealthSync) -> None:
         await client.close()
 
 
-STARTUP_GRACE = 15.0
-"""Seconds a site found without a gateway at the operator's start gets to show one (they start together)."""
+GATEWAY_GRACE = 15.0
+"""Seconds a site found without a gateway (at the operator's start, or when etcd answers
+again) gets to show one; longer than any gateway's ``fenceAfter`` plus margin, so a
+gateway still without its key by then has had its agents fenced."""
 
 
-async def _lost_unless_served(sync: NodeHealthSync, site: str) -> None:
-    await asyncio.sleep(STARTUP_GRACE)
-    if not sync.contacts.served(site):
-        log.warning("site %s has had no health gateway since the operator started", site)
-        sync.contacts.gateway_lost(site, time.time() - STARTUP_GRACE, expired=False)
+async def _lost_unless_served(sync: NodeHealthSync, site: str, listed_at: float) -> None:
+    await asyncio.sleep(GATEWAY_GRACE)
+    if not sync.contacts.served_since(site, listed_at):
+        log.warning("site %s has shown no health gateway for %.0f s", site, GATEWAY_GRACE)
+        sync.contacts.gateway_lost(site, time.time() - GATEWAY_GRACE, expired=False)
         await asyncio.to_thread(sync.site_lost, site, time.monotonic())
 
 
@@ -225,7 +254,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         return
     sync = NodeHealthSync(Client.get(), float(os.environ.get("GIGAFAB_TRUST_AFTER", TRUST_AFTER)))
     memo["health_sync"] = sync
-    memo["health_tasks"] = [asyncio.create_task(run(endpoint, sync)), asyncio.create_task(_recheck(sync))]
+    memo["health_tasks"] = [asyncio.create_task(watch(endpoint, sync)), asyncio.create_task(_recheck(sync))]
 
 
 @kopf.on.event("", "v1", "nodes")

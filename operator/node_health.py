@@ -9,14 +9,20 @@
 - a condition ``GigafabGpuHealthy`` on the Node says which and why.
 
 Hysteresis: a node becomes worse at once, but better only after it has stayed
-better for ``trust_after`` seconds (default 30 s), so a flapping GPU does not flap
-taints. Until then the worse state's taints stay and the condition says so.
+better for a quiet period, so a flapping GPU does not flap taints. Until then the
+worse state's taints stay and the condition says so. The quiet period is
+``trust_after`` seconds (default 30 s), doubled for every relapse: a node that gets
+worse again while it waits out its quiet period, or within ``MEMORY`` of being
+trusted, has to stay well twice as long the next time (at most ``MAX_DOUBLINGS``
+times). A GPU that flaps is therefore trusted again a bounded number of times
+however it flaps, and work that left it is not drawn back to it only to be evicted
+again. A node that stays well for ``MEMORY`` after being trusted starts afresh.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 HEALTHY, DEGRADED, FAILED, SILENT = "Healthy", "Degraded", "Failed", "Silent"
@@ -29,6 +35,10 @@ TAINTS = {
 OURS = frozenset(taint["key"] for taints in TAINTS.values() for taint in taints)
 CONDITION = "GigafabGpuHealthy"
 TRUST_AFTER = 30.0
+MEMORY = 3600.0
+"""Seconds after being trusted within which getting worse again counts as a relapse."""
+MAX_DOUBLINGS = 5
+"""The quiet period grows to at most ``trust_after × 2⁵`` (16 min for 30 s)."""
 
 
 @dataclass(frozen=True)
@@ -39,16 +49,36 @@ class Applied:
     reason: str = ""
     better_since: float | None = None
     better_health: str | None = None
+    relapses: int = 0
+    """Times the node got worse again soon after looking better (see the module's docstring)."""
+    trusted_at: float | None = None
+    """When the node was last trusted to be better."""
+
+
+def quiet_period(applied: Applied, trust_after: float = TRUST_AFTER) -> float:
+    """Seconds ``applied``'s node must look better before it is trusted."""
+    return trust_after * float(2 ** min(applied.relapses, MAX_DOUBLINGS))
+
+
+def _relapses(applied: Applied, reported: str, now: float) -> int:
+    """``applied.relapses`` after the node reported ``reported`` (no better than ``applied.health``)."""
+    waiting = applied.better_health is not None and RANK[reported] > RANK[applied.better_health]
+    recent = applied.trusted_at is not None and now - applied.trusted_at < MEMORY
+    if waiting or (recent and RANK[reported] > RANK[applied.health]):
+        return applied.relapses + 1
+    if applied.trusted_at is not None and not recent:
+        return 0
+    return applied.relapses
 
 
 def decide(applied: Applied, reported: str, reason: str, now: float, trust_after: float = TRUST_AFTER) -> Applied:
     """The state to put on the node after it reported ``reported``."""
     if RANK[reported] >= RANK[applied.health]:
-        return Applied(reported, reason)
+        return Applied(reported, reason, relapses=_relapses(applied, reported, now), trusted_at=applied.trusted_at)
     if applied.better_health != reported or applied.better_since is None:
-        return Applied(applied.health, applied.reason, now, reported)
-    if now - applied.better_since >= trust_after:
-        return Applied(reported, reason)
+        return replace(applied, better_since=now, better_health=reported)
+    if now - applied.better_since >= quiet_period(applied, trust_after):
+        return Applied(reported, reason, relapses=applied.relapses, trusted_at=now)
     return applied
 
 
@@ -59,9 +89,11 @@ def taints_for(health: str, existing: Sequence[Mapping[str, Any]]) -> list[dict[
     return kept
 
 
-def condition_for(applied: Applied) -> dict[str, str]:
+def condition_for(applied: Applied, trust_after: float = TRUST_AFTER) -> dict[str, str]:
     healthy = applied.health == HEALTHY
     message = applied.reason or applied.health
     if applied.better_health is not None:
-        message += f"; looks {applied.better_health} since recently, trusted after a quiet period"
+        message += f"; looks {applied.better_health} since recently, trusted after {quiet_period(applied, trust_after):g} s quiet"
+        if applied.relapses:
+            message += f" (doubled for each of {applied.relapses} relapse(s))"
     return {"type": CONDITION, "status": "True" if healthy else "False", "reason": applied.health, "message": message}

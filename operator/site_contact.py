@@ -18,6 +18,7 @@ restart a site found without a gateway counts from the restart (it cannot know b
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 FENCE_MARGIN = 2.0
@@ -37,6 +38,8 @@ class SiteContact:
     """The gateway said it is stopping (so its key goes at once, not when its lease runs out)."""
     silent_nodes: dict[str, float] = field(default_factory=dict)
     """Nodes reported Silent, with their last report (wall clock)."""
+    up_at: float = float("-inf")
+    """When the gateway last announced itself (monotonic)."""
 
     @property
     def lost_contact(self) -> float | None:
@@ -60,6 +63,7 @@ class Contacts:
             contact = self._site(site)
             contact.gateway, contact.last_contact, contact.ttl, contact.fence_after = True, None, ttl, fence_after
             contact.stopping = False
+            contact.up_at = time.monotonic()
 
     def gateway_stopping(self, site: str) -> None:
         with self._lock:
@@ -81,10 +85,11 @@ class Contacts:
             else:
                 silent.pop(node, None)
 
-    def served(self, site: str) -> bool:
+    def served_since(self, site: str, since: float) -> bool:
+        """The site's gateway (re)announced itself at or after ``since`` (monotonic) and holds its key."""
         with self._lock:
             contact = self._sites.get(site)
-            return contact is not None and contact.gateway
+            return contact is not None and contact.gateway and contact.up_at >= since
 
     def lost(self, site: str) -> bool:
         with self._lock:

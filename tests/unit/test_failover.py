@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from gigafab.operator.failover import NO_ROOM_GRACE, Situation, Step, assess, may_start, move_order
 from gigafab.operator.site_contact import Contacts
@@ -70,6 +72,17 @@ def test_a_lease_that_ran_out_counts_contact_until_a_ttl_before_and_fence_after_
     contacts.gateway_lost("niemeyer", at=100.0)
     assert contacts.unreachable("niemeyer", nodes=2)
     assert contacts.fenced_at("niemeyer") == 100.0 - 5.0 + 4.0 + 2.0
+
+
+def test_a_site_counts_as_served_after_a_listing_only_if_its_gateway_announced_itself_again() -> None:
+    contacts = Contacts(margin=2.0)
+    contacts.gateway_up("niemeyer", ttl=5.0, fence_after=4.0)
+    listed_at = time.monotonic()  # etcd answered again; niemeyer's key was not in the listing
+    assert not contacts.served_since("niemeyer", listed_at), "served before the outage is no proof now"
+    assert not contacts.unreachable("niemeyer", nodes=2), "yet not lost either: the grace decides"
+    contacts.gateway_up("niemeyer", ttl=5.0, fence_after=4.0)
+    assert contacts.served_since("niemeyer", listed_at)
+    assert not contacts.served_since("eemshaven", listed_at), "never seen"
 
 
 def test_a_gateway_that_said_it_stops_had_contact_until_its_key_went() -> None:

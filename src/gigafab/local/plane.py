@@ -87,6 +87,12 @@ class Plane:
             raise
         self._print_usage()
 
+    def restart(self, name: str, options: Options = Options()) -> int:
+        """Stop ``name`` if it runs and start it as ``up`` would (a component that crashed or was
+        stopped comes back with the same arguments); returns its new pid."""
+        self.supervisor.stop(name)
+        return self.supervisor.start(next(iter(self._components([name], options))))
+
     def ports_of(self, name: str) -> list[int]:
         if name in PORT_OF:
             ports = self.layout.ports.all()
