@@ -17,6 +17,8 @@ ETCD_VERSION = "v3.6.6"
 KUEUE_VERSION = "v0.15.0"
 HELM_VERSION = "v3.22.0"
 KUBECONFORM_VERSION = "v0.8.0"
+NETPOL_ANALYZER_VERSION = "v1.4.4"
+"""np-guard's netpol-analyzer: its ``k8snetpolicy`` CLI checks the generated NetworkPolicies independently."""
 CERT_MANAGER_VERSION = "v1.19.1"
 """cert-manager's CRDs (from its Go module) validate and receive the chart's Certificates."""
 SITES = ("niemeyer", "de-halm", "eemshaven")
@@ -133,6 +135,10 @@ class Layout:
     def kubeconform_bin(self) -> Path:
         return self.cache / "bin" / f"kubeconform-{KUBECONFORM_VERSION}"
 
+    @property
+    def netpol_analyzer_bin(self) -> Path:
+        return self.cache / "bin" / f"netpol-analyzer-{NETPOL_ANALYZER_VERSION}"
+
     def binary(self, name: str) -> Path:
         folders = {
             "kwok": self.kwok_bin,
@@ -141,6 +147,7 @@ class Layout:
             "kueue": self.kueue_bin,
             "helm": self.helm_bin,
             "kubeconform": self.kubeconform_bin,
+            "k8snetpolicy": self.netpol_analyzer_bin,
         }
         return folders.get(name, self.kube_bin) / name
 

@@ -32,6 +32,7 @@ from gigafab.local.layout import (
     KUBERNETES_VERSION,
     KUEUE_VERSION,
     KWOK_VERSION,
+    NETPOL_ANALYZER_VERSION,
     Layout,
     repo_root,
 )
@@ -87,6 +88,7 @@ def ensure_binaries(layout: Layout, *, out: object = None) -> None:
         )
     ensure_etcd(layout)
     ensure_kueue(layout)
+    ensure_netpol_analyzer(layout)
     for folder, what, package in (
         (layout.kwok_bin, f"kwok {KWOK_VERSION}", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
         # buf lints the health protocol and checks it for breaking changes
@@ -117,6 +119,30 @@ def ensure_etcd(layout: Layout) -> Path:
 def ensure_kueue(layout: Layout) -> Path:
     """The Kueue manager, built from its Go module (through ``hack/kueue``) the first time."""
     return _ensure_wrapped(layout.kueue_bin, f"Kueue {KUEUE_VERSION}", "kueue", "sigs.k8s.io/kueue/cmd/kueue")
+
+
+def ensure_netpol_analyzer(layout: Layout) -> Path:
+    """np-guard's ``k8snetpolicy``, which checks the generated NetworkPolicies independently.
+
+    Built inside its own module (from the Go module cache) so that its go.sum vouches for
+    its dependencies: ``go install …@version`` needs the proxy's version list, which the
+    proxy reachable here refuses for this module, and one dependency is not in the sumdb.
+    """
+    name = "k8snetpolicy"
+    what = f"netpol-analyzer {NETPOL_ANALYZER_VERSION}"
+    if not is_built(layout.netpol_analyzer_bin, (name,), what):
+        module = _module_dir(
+            ["mod", "download", "-json", f"github.com/np-guard/netpol-analyzer@{NETPOL_ANALYZER_VERSION}"],
+            Path(tempfile.gettempdir()),
+            what,
+        )
+        _build(
+            layout.netpol_analyzer_bin,
+            what,
+            ["build", "-v", "-trimpath", "-ldflags=-s -w", "-o", f"{{out}}/{name}", "./cmd/netpolicy"],
+            cwd=module,
+        )
+    return layout.netpol_analyzer_bin / name
 
 
 def _ensure_wrapped(folder: Path, what: str, name: str, package: str) -> Path:
