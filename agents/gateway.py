@@ -39,6 +39,10 @@ MAX_REPORT_BYTES = 64 * 1024
 Larger frames are refused (and counted) before they are decoded."""
 MAX_FRAME_BYTES = 1024 * 1024
 """gRPC itself drops frames above this without the gateway seeing them (not counted)."""
+MAX_DETAILS = 256
+"""Characters of a refusal's message sent as the call's status details. The message may quote the report
+(its node, its site: anything up to 64 KiB), and a gRPC client drops a status whose trailers pass 16 KiB:
+it would see RESOURCE_EXHAUSTED instead of the refusal."""
 
 SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_FRAME_BYTES),
@@ -84,6 +88,12 @@ def parse_report(frame: bytes) -> health_pb2.ReportRequest:
     if len(frame) > MAX_REPORT_BYTES:
         raise Oversized(f"a frame of {len(frame)} bytes is not a report (at most {MAX_REPORT_BYTES})")
     return health_pb2.ReportRequest.FromString(frame)
+
+
+def details(refusal: Exception) -> str:
+    """A refusal's message, cut to ``MAX_DETAILS`` characters."""
+    message = str(refusal)
+    return message if len(message) <= MAX_DETAILS else f"{message[:MAX_DETAILS]}... ({len(message)} characters)"
 
 
 def gpu_reports(request: health_pb2.ReportRequest) -> list[GpuReport]:
@@ -145,7 +155,7 @@ class HealthGateway(service.HealthServiceServicer):
                         transitions = self.ledger.observe(node.node, node.site, request.sequence, reports, now, signature)
                 except Refused as refusal:
                     self.refused[refusal.reason] += 1
-                    await context.abort(STATUS_OF[refusal.reason], str(refusal))
+                    await context.abort(STATUS_OF[refusal.reason], details(refusal))
                 self.reports += 1
                 sent = request.sent_at
                 if sent.seconds:

@@ -259,3 +259,19 @@ def test_repeated_reports_take_the_fast_path_and_a_change_does_not(pki: Authorit
 
     asyncio.run(main())
     assert observed == [1, 6], "only the first report and the change are decoded into GPU reports"
+
+
+def test_a_refusal_quoting_a_huge_report_reaches_the_agent_with_its_own_status(pki: Authority) -> None:
+    """A refusal's message quotes the report's node or site; cut short, so that the client gets the refusal
+    and not a status trailer over gRPC's 16 KiB limit (which it would see as RESOURCE_EXHAUSTED)."""
+    node = agent_cert(pki, "de-halm-gpu-011")
+
+    async def body(port: int) -> None:
+        for request in (report("x" * 60_000, 1), report("de-halm-gpu-011", 1, site="\x1f" * 10_000)):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await exchange(port, pki, node, request)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert len(refused.value.details() or "") < 1_000
+
+    gateway, _ = asyncio.run(scenario(pki, body))
+    assert (gateway.refused["identity_mismatch"], gateway.refused["wrong_site"]) == (1, 1)
