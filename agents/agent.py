@@ -23,7 +23,7 @@ from typing import Protocol
 
 import grpc
 from gigafab.agents.classify import Health, Reading, Verdict, classify
-from gigafab.agents.fencing import Fence, keepalive_seconds
+from gigafab.agents.fencing import FENCE_AFTER_HEADER, Fence, keepalive_seconds
 from gigafab.agents.tls import AgentTls
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -132,6 +132,10 @@ class Agent:
             ]
         return options
 
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """Tells the gateway when this agent fences, so it can refuse one that would fence too late."""
+        return () if self.fence is None else ((FENCE_AFTER_HEADER, f"{self.fence.fence_after:g}"),)
+
     def _answered(self, answer: health_pb2.ReportResponse) -> None:
         self.connected = True
         if answer.WhichOneof("directive") == "fence":
@@ -168,7 +172,7 @@ class Agent:
             try:
                 async with grpc.aio.secure_channel(address, self.tls.credentials(), options=self._options()) as channel:
                     stub = health_pb2_grpc.HealthServiceStub(channel)  # type: ignore[no-untyped-call]
-                    async for answer in stub.Report(self._reports()):
+                    async for answer in stub.Report(self._reports(), metadata=self._metadata()):
                         backoff = 0.2
                         self._answered(answer)
             except grpc.aio.AioRpcError as failure:

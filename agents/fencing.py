@@ -34,6 +34,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+FENCE_AFTER_HEADER = "gigafab-fence-after"
+"""Call metadata in which an agent says after how many seconds without contact it fences. The
+gateway promises the operator its own ``fence_after`` (in its etcd key); an agent that would
+wait longer could still run its work when the operator starts it elsewhere, so it is refused."""
+
 WORKLOAD_LABEL = "gigafab.nl/workload"
 """The label of every pod of a GpuWorkload (the operator sets it; fencing stops what carries it)."""
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import grpc
+from gigafab.agents.fencing import FENCE_AFTER_HEADER
 from gigafab.agents.ledger import GpuReport, Ledger, Refused, Transition
 from gigafab.agents.tls import GatewayTls, certificate_sites, site_group
 from google.protobuf.message import DecodeError
@@ -76,6 +78,7 @@ STATUS_OF = {
     "replayed_sequence": grpc.StatusCode.INVALID_ARGUMENT,
     "malformed": grpc.StatusCode.INVALID_ARGUMENT,
     "oversized": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "fence_mismatch": grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -105,19 +108,52 @@ def gpu_reports(request: health_pb2.ReportRequest) -> list[GpuReport]:
     return reports
 
 
-def check_speaker(node: str, speaker: str, speaker_sites: frozenset[str], site: str) -> None:
-    """A node speaks only for itself (certificate CN) and only at a gateway of its own site (its O)."""
-    if node != speaker:
-        raise Refused("identity_mismatch", f"certificate of {speaker!r} cannot report for {node!r}")
-    if site not in speaker_sites:
-        raise Refused("wrong_site", f"certificate of {speaker!r} is no node of site {site} (no O={site_group(site)})")
+@dataclass(frozen=True)
+class Speaker:
+    """Who holds a stream: its certificate's node and sites, and the fencing it declared."""
+
+    node: str
+    sites: frozenset[str]
+    fence_after: float | None = None
+    """Seconds the agent waits without contact before it fences (``FENCE_AFTER_HEADER``); None: not said."""
+
+
+def speaker_of(context: grpc.aio.ServicerContext) -> Speaker:
+    peer = context.auth_context()
+    names, pems = peer.get("x509_common_name", []), peer.get("x509_pem_cert", [])
+    declared = dict(context.invocation_metadata() or ()).get(FENCE_AFTER_HEADER)
+    try:
+        fence_after = None if declared is None else float(declared)
+    except ValueError:
+        fence_after = float("inf")  # unreadable: as good as never fencing
+    return Speaker(names[0].decode() if names else "", certificate_sites(pems[0]) if pems else frozenset(), fence_after)
+
+
+def check_speaker(node: str, speaker: Speaker, site: str, fence_after: float | None = None) -> None:
+    """A node speaks only for itself (certificate CN), only at a gateway of its own site (its O),
+    and fences no later than this gateway promised the operator."""
+    if node != speaker.node:
+        raise Refused("identity_mismatch", f"certificate of {speaker.node!r} cannot report for {node!r}")
+    if site not in speaker.sites:
+        raise Refused("wrong_site", f"certificate of {speaker.node!r} is no node of site {site} (no O={site_group(site)})")
+    if fence_after is not None and speaker.fence_after is not None and speaker.fence_after > fence_after:
+        raise Refused(
+            "fence_mismatch",
+            f"agent of {node} fences after {speaker.fence_after:g} s without contact, but this gateway promised the "
+            f"operator {fence_after:g} s: its work could still run when it is started elsewhere; "
+            "give agents and gateway the same --fence-after",
+        )
 
 
 class HealthGateway(service.HealthServiceServicer):
     """The ``HealthService`` of one site."""
 
-    def __init__(self, ledger: Ledger, sink: Sink, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ledger: Ledger, sink: Sink, clock: Callable[[], float] = time.monotonic, fence_after: float | None = None
+    ) -> None:
         self.ledger = ledger
+        self.fence_after = fence_after
+        """What this gateway promised the operator; agents that fence later are refused (None: not checked)."""
         self.sink = sink
         self.clock = clock
         self.refused: collections.Counter[str] = collections.Counter()
@@ -134,18 +170,14 @@ class HealthGateway(service.HealthServiceServicer):
     async def Report(
         self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[health_pb2.ReportResponse]:
-        peer = context.auth_context()
-        identities = peer.get("x509_common_name", [])
-        speaker = identities[0].decode() if identities else ""
-        pems = peer.get("x509_pem_cert", [])
-        speaker_sites = certificate_sites(pems[0]) if pems else frozenset()
+        speaker = speaker_of(context)
         first, told_to_fence = True, False
         self.streams += 1
         try:
             async for request in request_iterator:
                 node = request.node
                 try:
-                    check_speaker(node.node, speaker, speaker_sites, self.ledger.site)
+                    check_speaker(node.node, speaker, self.ledger.site, self.fence_after)
                     now = self.clock()
                     signature = tuple([gpu.health for gpu in request.gpus])
                     if self.ledger.heard(node.node, node.site, request.sequence, signature, now):

@@ -52,7 +52,7 @@ class SiteGateway:
         self.ledger = Ledger(config.site, config.silent_after)
         identity = f"{socket.gethostname()}/{config.site}/{time.time_ns()}"
         self.records = EtcdRecords(self.client, self.ledger, identity, ttl=config.lease_ttl, fence_after=config.fence_after)
-        self.service = HealthGateway(self.ledger, self.records)
+        self.service = HealthGateway(self.ledger, self.records, fence_after=config.fence_after)
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._sweeper: asyncio.Task[None] | None = None

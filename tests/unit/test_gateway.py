@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from gigafab.agents.fencing import FENCE_AFTER_HEADER
 from gigafab.agents.gateway import HealthGateway, serve
 from gigafab.agents.ledger import Ledger, Transition
 from gigafab.agents.tls import GatewayTls, site_group
@@ -62,15 +63,17 @@ def channel(port: int, pki: Authority, client: Pair | None) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options=[("grpc.ssl_target_name_override", "localhost")])
 
 
-async def exchange(port: int, pki: Authority, client: Pair | None, *requests: object) -> list[health_pb2.ReportResponse]:
+async def exchange(
+    port: int, pki: Authority, client: Pair | None, *requests: object, metadata: tuple[tuple[str, str], ...] = ()
+) -> list[health_pb2.ReportResponse]:
     async with channel(port, pki, client) as chan:
         stub = health_pb2_grpc.HealthServiceStub(chan)
-        return [answer async for answer in stub.Report(iter(requests), timeout=10)]
+        return [answer async for answer in stub.Report(iter(requests), timeout=10, metadata=metadata)]
 
 
-async def scenario(pki: Authority, body: object) -> tuple[HealthGateway, Recorder]:
+async def scenario(pki: Authority, body: object, fence_after: float | None = None) -> tuple[HealthGateway, Recorder]:
     recorder = Recorder()
-    gateway = HealthGateway(Ledger(SITE), recorder)
+    gateway = HealthGateway(Ledger(SITE), recorder, fence_after=fence_after)
     server_pair = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
     server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(server_pair.cert, server_pair.key, pki.pair.cert))
     try:
@@ -275,3 +278,25 @@ def test_a_refusal_quoting_a_huge_report_reaches_the_agent_with_its_own_status(p
 
     gateway, _ = asyncio.run(scenario(pki, body))
     assert (gateway.refused["identity_mismatch"], gateway.refused["wrong_site"]) == (1, 1)
+
+
+@pytest.mark.parametrize(("declared", "taken"), [("4", True), ("2.5", True), ("30", False), ("soon", False), (None, True)])
+def test_an_agent_that_would_fence_later_than_the_gateway_promised_is_refused(
+    pki: Authority, declared: str | None, taken: bool
+) -> None:
+    node = f"de-halm-gpu-02{len(declared or '')}"
+    metadata = () if declared is None else ((FENCE_AFTER_HEADER, declared),)
+
+    async def body(port: int) -> None:
+        if taken:
+            answers = await exchange(port, pki, agent_cert(pki, node), report(node, 1), metadata=metadata)
+            assert answers[0].ack.sequence == 1
+            return
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await exchange(port, pki, agent_cert(pki, node), report(node, 1), metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "promised the operator 4 s" in str(refused.value.details())
+
+    gateway, recorder = asyncio.run(scenario(pki, body, fence_after=4.0))
+    assert gateway.refused["fence_mismatch"] == (0 if taken else 1)
+    assert bool(recorder.transitions) == taken
