@@ -45,6 +45,15 @@ NODES_PER_TRANSACTION = 100
 FENCE_NOTICE = 1.5
 """Seconds before its fence deadline a gateway out of contact tells its agents: they hear
 it with the answer to their next report (1 s apart) and stop their work at once."""
+ETCD_CHANNEL = {
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.min_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 1000,
+}
+"""gRPC options for clients of the health etcd. gRPC's default reconnect backoff grows to two
+minutes: after etcd was away for 30 s a gateway would try again only after its lease (5 s,
+renewed in full when etcd restarts) ran out, and the operator would see every site lost.
+Retrying at least every second keeps a restarted etcd no one's fault."""
 log = logging.getLogger("gigafab.gateway")
 
 

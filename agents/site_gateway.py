@@ -19,7 +19,7 @@ import aetcd
 import grpc
 from gigafab.agents.gateway import STATUS_OF, HealthGateway, serve
 from gigafab.agents.ledger import DEGRADED, FAILED, HEALTHY, SILENT, Ledger
-from gigafab.agents.records import EtcdRecords
+from gigafab.agents.records import ETCD_CHANNEL, EtcdRecords
 from gigafab.agents.tls import GatewayTls
 
 SWEEP_SECONDS = 0.1
@@ -48,7 +48,7 @@ class SiteGateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.client = aetcd.Client(host=config.etcd_host, port=config.etcd_port, timeout=config.lease_ttl)
+        self.client = aetcd.Client(host=config.etcd_host, port=config.etcd_port, timeout=config.lease_ttl, options=ETCD_CHANNEL)
         self.ledger = Ledger(config.site, config.silent_after)
         identity = f"{socket.gethostname()}/{config.site}/{time.time_ns()}"
         self.records = EtcdRecords(self.client, self.ledger, identity, ttl=config.lease_ttl, fence_after=config.fence_after)

@@ -30,7 +30,7 @@ from typing import Any
 
 import aetcd
 import kopf
-from gigafab.agents.records import PREFIX
+from gigafab.agents.records import ETCD_CHANNEL, PREFIX
 from gigafab.operator import audit, telemetry
 from gigafab.operator.conditions import now_rfc3339
 from gigafab.operator.kube import Kube
@@ -180,7 +180,7 @@ async def run(endpoint: str, sync: NodeHealthSync) -> None:
     itself was away (restarted, its leases expired) every gateway needs a moment to see
     it back and take its key again. That is no site's fault, so it moves no work."""
     host, port = endpoint.rsplit(":", 1)
-    client = aetcd.Client(host=host, port=int(port))
+    client = aetcd.Client(host=host, port=int(port), options=ETCD_CHANNEL)
     prefix = f"{PREFIX}/".encode()
     unserved: list[asyncio.Task[None]] = []
     try:
