@@ -45,6 +45,8 @@ NODES_PER_TRANSACTION = 100
 FENCE_NOTICE = 1.5
 """Seconds before its fence deadline a gateway out of contact tells its agents: they hear
 it with the answer to their next report (1 s apart) and stop their work at once."""
+RETRY_OUT_OF_CONTACT = 0.25
+"""Seconds between a gateway's attempts to refresh its lease while it has no contact with etcd."""
 ETCD_CHANNEL = {
     "grpc.initial_reconnect_backoff_ms": 200,
     "grpc.min_reconnect_backoff_ms": 200,
@@ -139,7 +141,10 @@ class EtcdRecords:
 
     async def _keep_alive(self) -> None:
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            # out of contact, try again soon: when etcd comes back (restarted, its leases renewed
+            # for one TTL only), the lease must be refreshed before that TTL runs out
+            in_contact = time.monotonic() - self.contact < self.ttl / 2
+            await asyncio.sleep(self.ttl / 3 if in_contact else RETRY_OUT_OF_CONTACT)
             try:
                 await asyncio.wait_for(self._refresh(), self.ttl / 3)
                 if self.dirty:

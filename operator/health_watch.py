@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aetcd
@@ -169,7 +170,26 @@ async def watch(endpoint: str, sync: NodeHealthSync) -> None:
             await run(endpoint, sync)
         except Exception as failure:  # whatever broke the watch, it must come back
             log.warning("health etcd %s unreachable, retrying in %.0f s: %r", endpoint, RECONNECT_AFTER, failure)
+        sync.contacts.view_stale()
         await asyncio.sleep(RECONNECT_AFTER)
+
+
+PROBE_EVERY = 1.0
+"""Seconds between the health watch's reads of etcd: a watch stream on an etcd that went away
+can stay silent, so the watch checks it can still read, and starts over when it cannot."""
+
+
+async def _probe(client: aetcd.Client, sync: NodeHealthSync, stop: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(PROBE_EVERY)
+        try:
+            await asyncio.wait_for(client.get(f"{PREFIX}/".encode()), 2 * PROBE_EVERY)
+        except Exception as failure:  # any failure to read means the view may be stale
+            log.warning("health etcd stopped answering: %r", failure)
+            sync.contacts.view_stale()
+            with contextlib.suppress(Exception):  # ends the watch; telling etcd may fail too
+                await stop()
+            return
 
 
 async def run(endpoint: str, sync: NodeHealthSync) -> None:
@@ -182,7 +202,7 @@ async def run(endpoint: str, sync: NodeHealthSync) -> None:
     host, port = endpoint.rsplit(":", 1)
     client = aetcd.Client(host=host, port=int(port), options=ETCD_CHANNEL)
     prefix = f"{PREFIX}/".encode()
-    unserved: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[None]] = []  # grace timers and the probe
     try:
         listed = await client.get_prefix(prefix)
         listed_at = time.monotonic()
@@ -193,9 +213,11 @@ async def run(endpoint: str, sync: NodeHealthSync) -> None:
             ttl, fence_after, _ = _gateway_terms(value)
             sync.contacts.gateway_up(site, ttl, fence_after)
         for site in {document["site"] for document in _documents(listed)} - set(served):
-            unserved.append(asyncio.create_task(_lost_unless_served(sync, site, listed_at)))
+            tasks.append(asyncio.create_task(_lost_unless_served(sync, site, listed_at)))
         revision = listed.header.revision
         watch = await client.watch_prefix(prefix, start_revision=revision + 1)
+        sync.contacts.view_current()
+        tasks.append(asyncio.create_task(_probe(client, sync, watch.cancel)))
         log.info("watching %s from etcd revision %d", prefix.decode(), revision + 1)
         async for event in watch:
             site = _gateway_site(event.kv.key)
@@ -204,7 +226,7 @@ async def run(endpoint: str, sync: NodeHealthSync) -> None:
             elif event.kind == aetcd.EventKind.PUT and b"/nodes/" in event.kv.key:
                 await asyncio.to_thread(sync.observe, json.loads(event.kv.value), time.monotonic())
     finally:
-        for task in unserved:
+        for task in tasks:
             task.cancel()
         await client.close()
 

@@ -14,7 +14,7 @@ worse state's taints stay and the condition says so. The quiet period is
 ``trust_after`` seconds (default 30 s), doubled for every relapse: a node that gets
 worse again while it waits out its quiet period, or within ``MEMORY`` of being
 trusted, has to stay well twice as long the next time (at most ``MAX_DOUBLINGS``
-times). A GPU that flaps is therefore trusted again a bounded number of times
+times; going Silent is lost contact, not a relapse). A GPU that flaps is therefore trusted again a bounded number of times
 however it flaps, and work that left it is not drawn back to it only to be evicted
 again. A node that stays well for ``MEMORY`` after being trusted starts afresh.
 """
@@ -62,6 +62,8 @@ def quiet_period(applied: Applied, trust_after: float = TRUST_AFTER) -> float:
 
 def _relapses(applied: Applied, reported: str, now: float) -> int:
     """``applied.relapses`` after the node reported ``reported`` (no better than ``applied.health``)."""
+    if SILENT in (reported, applied.better_health):  # a lost contact is no relapse of the node's GPUs
+        return applied.relapses
     waiting = applied.better_health is not None and RANK[reported] > RANK[applied.better_health]
     recent = applied.trusted_at is not None and now - applied.trusted_at < MEMORY
     if waiting or (recent and RANK[reported] > RANK[applied.health]):

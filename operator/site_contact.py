@@ -54,6 +54,18 @@ class Contacts:
         self.margin = margin
         self._sites: dict[str, SiteContact] = {}
         self._lock = threading.Lock()
+        self._current = True
+        """False while the operator cannot read the health etcd: what it knows of the sites may be
+        stale (a gateway key that went while etcd was restarting may be back), so no site counts
+        as unreachable until it has read everything again."""
+
+    def view_stale(self) -> None:
+        with self._lock:
+            self._current = False
+
+    def view_current(self) -> None:
+        with self._lock:
+            self._current = True
 
     def _site(self, site: str) -> SiteContact:
         return self._sites.setdefault(site, SiteContact())
@@ -97,10 +109,11 @@ class Contacts:
             return contact is not None and contact.lost_contact is not None
 
     def unreachable(self, site: str, nodes: int) -> bool:
-        """The site is lost: its gateway is gone, or most of its ``nodes`` are Silent."""
+        """The site is lost: its gateway is gone, or most of its ``nodes`` are Silent (and the
+        operator's view of the health etcd is current)."""
         with self._lock:
             contact = self._sites.get(site)
-            if contact is None:
+            if contact is None or not self._current:
                 return False
             return contact.lost_contact is not None or 2 * len(contact.silent_nodes) > nodes
 

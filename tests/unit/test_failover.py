@@ -85,6 +85,16 @@ def test_a_site_counts_as_served_after_a_listing_only_if_its_gateway_announced_i
     assert not contacts.served_since("eemshaven", listed_at), "never seen"
 
 
+def test_no_site_is_unreachable_while_the_view_of_the_health_etcd_is_stale() -> None:
+    contacts = Contacts(margin=2.0)
+    contacts.gateway_up("niemeyer", ttl=5.0, fence_after=4.0)
+    contacts.gateway_lost("niemeyer", at=100.0)
+    contacts.view_stale()  # etcd stopped answering: the lost key may be back
+    assert not contacts.unreachable("niemeyer", nodes=2)
+    contacts.view_current()  # read everything again, and the key is still gone
+    assert contacts.unreachable("niemeyer", nodes=2)
+
+
 def test_a_gateway_that_said_it_stops_had_contact_until_its_key_went() -> None:
     contacts = Contacts(margin=2.0)
     contacts.gateway_up("de-halm", ttl=5.0, fence_after=4.0)

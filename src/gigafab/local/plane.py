@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -91,6 +92,9 @@ class Plane:
         """Stop ``name`` if it runs and start it as ``up`` would (a component that crashed or was
         stopped comes back with the same arguments); returns its new pid."""
         self.supervisor.stop(name)
+        deadline = time.monotonic() + 60
+        while any(port_in_use(port) for port in self.ports_of(name)) and time.monotonic() < deadline:
+            time.sleep(0.25)  # the old process is gone, its listening sockets may take a moment
         return self.supervisor.start(next(iter(self._components([name], options))))
 
     def ports_of(self, name: str) -> list[int]:
