@@ -59,8 +59,12 @@ class Kubectl:
             return None
         return json.loads(answer.stdout)
 
-    def can(self, verb: str, resource: str, namespace: str, user: str, groups: tuple[str, ...] = ()) -> bool:
-        answer = self.run("auth", "can-i", verb, resource, "-n", namespace, as_user=user, groups=groups, check=False)
+    def can(
+        self, verb: str, resource: str, namespace: str, user: str, groups: tuple[str, ...] = (), subresource: str = ""
+    ) -> bool:
+        """``kubectl auth can-i``; a subresource goes in ``subresource`` (``resource/name`` names an object)."""
+        extra = (f"--subresource={subresource}",) if subresource else ()
+        answer = self.run("auth", "can-i", verb, resource, *extra, "-n", namespace, as_user=user, groups=groups, check=False)
         return answer.stdout.strip() == "yes"
 
 
@@ -141,6 +145,8 @@ def quotas(kubectl: Kubectl, site: str, wanted: dict[str, int]) -> None:
 
 
 def gpu_pod(name: str, namespace: str, gpus: int = 1) -> dict[str, Any]:
+    """A pod on a fake node asking for ``gpus`` GPUs (none at all: no GPU resource named)."""
+    resources = {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}} if gpus else {}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -150,7 +156,7 @@ def gpu_pod(name: str, namespace: str, gpus: int = 1) -> dict[str, Any]:
                 {
                     "name": "train",
                     "image": "registry.example/train:1",
-                    "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}},
+                    "resources": resources,
                 }
             ],
             "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],

@@ -83,7 +83,7 @@ INVALID = [
     pytest.param(gpu_workload("bad-class", dataClass="secret"), "dataClass", id="workload-unknown-data-class"),
     pytest.param(gpu_workload("bad-sites", sites=["Not_A_Site"]), "sites", id="workload-site-not-dns"),
     pytest.param(gpu_workload("no-template", template=None), "template", id="workload-without-template"),
-    pytest.param(policy("other"), "there is one AllocationPolicy and it is named default", id="policy-not-named-default"),
+    pytest.param(policy("other"), "metadata.name must be default: there is one AllocationPolicy", id="policy-not-named-default"),
 ]
 
 

@@ -105,7 +105,7 @@ def test_cert_manager_gets_a_certificate_per_gateway_and_per_node(installed: str
 @pytest.mark.parametrize(
     ("verb", "resource", "allowed"),
     [
-        ("patch", "gpuworkloads.gigafab.nl/status", True),
+        ("patch", "gpuworkloads.gigafab.nl:status", True),
         ("create", "deployments", True),
         ("patch", "clusterkopfpeerings.kopf.dev", True),
         ("get", "secrets", False),
@@ -117,7 +117,8 @@ def test_the_operator_account_may_do_its_work_and_no_more(
     installed: str, kubectl: Kubectl, verb: str, resource: str, allowed: bool
 ) -> None:
     account = f"system:serviceaccount:{installed}:{NAME}-operator"
-    assert kubectl.can(verb, resource, "default", account) is allowed
+    kind, _, subresource = resource.partition(":")
+    assert kubectl.can(verb, kind, "default", account, subresource=subresource) is allowed
 
 
 def test_gateways_and_agents_may_not_touch_the_api(installed: str, kubectl: Kubectl) -> None:

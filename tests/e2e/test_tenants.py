@@ -90,12 +90,30 @@ def test_non_eu_destination_is_refused_and_in_no_policy(kubectl: Kubectl, hospit
 
 
 def test_member_runs_pods_in_own_namespace_only(kubectl: Kubectl, hospital: str) -> None:
-    kubectl.create(gpu_pod("member-pod", "hospital-a"), as_user=MEMBER)
-    refused = kubectl.create(gpu_pod("intruder", "neighbour"), as_user=MEMBER, check=False)
+    kubectl.create(gpu_pod("member-pod", "hospital-a", gpus=0), as_user=MEMBER)
+    refused = kubectl.create(gpu_pod("intruder", "neighbour", gpus=0), as_user=MEMBER, check=False)
     assert refused.returncode != 0
     assert "forbidden" in refused.stderr
     assert not kubectl.can("list", "pods", "neighbour", MEMBER)
     kubectl.run("delete", "pod", "member-pod", "-n", "hospital-a", "--wait=false")
+
+
+def gpu_deployment(name: str, namespace: str) -> dict[str, Any]:
+    pod = gpu_pod(name, namespace)
+    template = {"metadata": {"labels": {"app": name}}, "spec": pod["spec"]}
+    spec = {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+@pytest.mark.parametrize("make", [gpu_pod, gpu_deployment], ids=["pod", "deployment"])
+def test_a_tenant_gets_gpus_only_through_a_gpu_workload(kubectl: Kubectl, hospital: str, make: Any) -> None:
+    """A Pod or Deployment asking for nvidia.com/gpu bypasses placement (data rules, fencing) and Kueue:
+    the admission policy refuses it, saying what to do instead (config/admission)."""
+    refused = kubectl.create(make("shortcut", "hospital-a"), as_user=MEMBER, check=False)
+    assert refused.returncode != 0
+    assert "GPUs are given only through a GpuWorkload" in refused.stderr
+    assert "create a GpuWorkload instead" in refused.stderr
+    assert kubectl.get("pods", "-n", "hospital-a", "-l", "app=shortcut")["items"] == []
 
 
 @pytest.mark.parametrize(("user", "groups"), [(MEMBER, ()), ("someone", ("hospital-admins",)), ("auditor", ())])

@@ -148,9 +148,9 @@ def test_crds_and_copied_files_are_generated_and_fresh() -> None:
 
 def test_a_stale_copy_is_reported(tmp_path: Any) -> None:
     root = tmp_path / "repo"
-    (root / "config" / "rbac").mkdir(parents=True)
-    for name in ("operator.yaml", "tenant-roles.yaml"):
-        (root / "config" / "rbac" / name).write_text((repo_root() / "config" / "rbac" / name).read_text())
+    for source in ("rbac/operator.yaml", "rbac/tenant-roles.yaml", f"admission/{chartgen.GPU_POLICY}"):
+        (root / "config" / source).parent.mkdir(parents=True, exist_ok=True)
+        (root / "config" / source).write_text((repo_root() / "config" / source).read_text())
     assert chartgen.main(check=False, root=root) == 0
     assert chartgen.stale_files(root) == []
     rules = root / "charts" / "gigafab" / "files" / "operator-rules.yaml"

@@ -103,7 +103,10 @@ def test_cel_rules_appear_with_their_messages_and_where_they_are_reported() -> N
     cap = rule_row("Site", "`spec`")
     assert cap[1] == r"`!has(self.powerCapKW) \|\| self.powerCapKW <= self.powerBudgetKW`"
     assert cap[2] == "powerCapKW must not exceed powerBudgetKW (reported at `.powerCapKW`)"
-    assert rule_row("AllocationPolicy", refdoc.ROOT)[2] == "there is one AllocationPolicy and it is named default"
+    assert (
+        rule_row("AllocationPolicy", refdoc.ROOT)[2]
+        == "metadata.name must be default: there is one AllocationPolicy and it is named default"
+    )
     assert rule_row("EgressDestination", "`spec.cidrs[]`")[1] == "`isCIDR(self)`"
     assert "namespaces must not be default, kube-* or gigafab-system" in section("Tenant")
 

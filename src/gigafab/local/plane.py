@@ -152,6 +152,7 @@ class Plane:
         root = repo_root()
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(root / "config" / "rbac"))
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(root / "crds"))
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(root / "config" / "admission"))
         self.apply(kueue.manifests(toolchain.kueue_module(), self.layout, self.layout.pki / "ca.crt"))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 

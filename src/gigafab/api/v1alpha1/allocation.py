@@ -25,7 +25,7 @@ SHARES_RULE = cel(
 )
 ONE_POLICY_RULE = cel(
     "self.metadata.name == 'default'",
-    "there is one AllocationPolicy and it is named default",
+    "metadata.name must be default: there is one AllocationPolicy and it is named default",
 )
 
 

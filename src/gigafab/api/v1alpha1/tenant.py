@@ -79,7 +79,10 @@ def _quantity_extra(message: str) -> dict[str, Any]:
     """Schema extras of an int-or-string quantity (the generator keeps the anyOf form)."""
     return {
         "x-kubernetes-int-or-string": True,
-        "x-kubernetes-validations": [cel("type(self) == int || isQuantity(self)", message)],
+        # isQuantity alone takes strings without a number ("Gi", "m", "+"); the pattern is the model's
+        "x-kubernetes-validations": [
+            cel(f"type(self) == int || (self.matches(r'{QUANTITY_PATTERN}') && isQuantity(self))", message)
+        ],
     }
 
 
