@@ -20,6 +20,7 @@ fence gets an acknowledgement, which lifts the agent's fence.
 from __future__ import annotations
 
 import collections
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -217,9 +218,50 @@ class HealthGateway(service.HealthServiceServicer):
             return await self.sink(transitions) is not False
 
 
-async def serve(gateway: HealthGateway, address: str, tls: GatewayTls) -> tuple[grpc.aio.Server, int]:
-    """Start the gateway (and the standard gRPC health service) on ``address``; returns the bound port."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+ACCEPT_LOOPS = 4
+"""gRPC servers a gateway runs on its one port. grpc.aio takes new calls one at a time per server,
+between the event loop's other work: with 10,000 agents streaming that was some 25 calls a second,
+and a thousand agents reconnecting at once waited up to 44 s for their new stream
+(bench/reconnect_storm.py). Servers sharing the port (SO_REUSEPORT: the kernel spreads new
+connections over them) each take calls, in the same process, for the same ledger."""
+
+
+def _port_taken(address: str) -> bool:
+    """Something listens on ``address`` (tried without SO_REUSEPORT, so our own sharing does not hide it)."""
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return True
+    return False
+
+
+async def serve_shared(
+    gateway: HealthGateway, address: str, tls: GatewayTls, loops: int = ACCEPT_LOOPS
+) -> tuple[list[grpc.aio.Server], int]:
+    """``serve`` on ``loops`` servers sharing ``address``'s port (one when the port is 0: chosen by the
+    system, it could not be shared). Refuses an address another program (a second gateway) listens on."""
+    if loops <= 1 or address.endswith(":0"):
+        server, port = await serve(gateway, address, tls)
+        return [server], port
+    if _port_taken(address):
+        raise OSError(f"{address} is already in use: is another gateway serving this site here?")
+    servers = []
+    for _ in range(loops):
+        server, port = await serve(gateway, address, tls, share_port=True)
+        servers.append(server)
+    return servers, port
+
+
+async def serve(
+    gateway: HealthGateway, address: str, tls: GatewayTls, *, share_port: bool = False
+) -> tuple[grpc.aio.Server, int]:
+    """Start the gateway (and the standard gRPC health service) on ``address``; returns the bound port.
+    ``share_port``: with SO_REUSEPORT, for ``serve_shared``."""
+    options = [(name, 1 if share_port and name == "grpc.so_reuseport" else value) for name, value in SERVER_OPTIONS]
+    server = grpc.aio.server(options=options)
     reports = grpc.stream_stream_rpc_method_handler(
         gateway.Report, request_deserializer=parse_report, response_serializer=health_pb2.ReportResponse.SerializeToString
     )

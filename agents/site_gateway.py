@@ -17,7 +17,7 @@ from wsgiref.simple_server import WSGIServer
 
 import aetcd
 import grpc
-from gigafab.agents.gateway import STATUS_OF, HealthGateway, serve
+from gigafab.agents.gateway import STATUS_OF, HealthGateway, serve_shared
 from gigafab.agents.ledger import DEGRADED, FAILED, HEALTHY, SILENT, Ledger
 from gigafab.agents.records import ETCD_CHANNEL, EtcdRecords
 from gigafab.agents.tls import GatewayTls
@@ -53,7 +53,7 @@ class SiteGateway:
         identity = f"{socket.gethostname()}/{config.site}/{time.time_ns()}"
         self.records = EtcdRecords(self.client, self.ledger, identity, ttl=config.lease_ttl, fence_after=config.fence_after)
         self.service = HealthGateway(self.ledger, self.records, fence_after=config.fence_after)
-        self.server: grpc.aio.Server | None = None
+        self.servers: list[grpc.aio.Server] = []
         self.port = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[bool]] = set()
@@ -63,7 +63,7 @@ class SiteGateway:
 
     async def start(self) -> int:
         await self.records.start()
-        self.server, self.port = await serve(self.service, self.config.listen, self.config.tls)
+        self.servers, self.port = await serve_shared(self.service, self.config.listen, self.config.tls)
         self._sweeper = asyncio.create_task(self._sweep())
         if self.config.metrics_address:
             self.metrics = self._serve_metrics(self.config.metrics_address)
@@ -113,8 +113,7 @@ class SiteGateway:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self.server is not None:
-            await self.server.stop(1)
+        await asyncio.gather(*(server.stop(1) for server in self.servers))
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.shutdown)  # waits for its loop's next poll (0.5 s)
             self.metrics.server_close()
@@ -131,7 +130,6 @@ async def run(config: GatewayConfig) -> None:
     gateway = SiteGateway(config)
     await gateway.start()
     try:
-        assert gateway.server is not None
-        await gateway.server.wait_for_termination()
+        await gateway.servers[0].wait_for_termination()
     finally:
         await gateway.stop()

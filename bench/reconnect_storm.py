@@ -362,7 +362,7 @@ def watch_storm(
 
 
 async def etcd_revision(port: int) -> int:
-    client = aetcd.Client(port=port, timeout=10)
+    client = aetcd.Client(port=port, timeout=10, options={"grpc.max_receive_message_length": 256 << 20})
     try:
         revision: int = (await client.get_prefix(gateway_key(SITE))).header.revision
         return revision
@@ -372,7 +372,7 @@ async def etcd_revision(port: int) -> int:
 
 async def silences(port: int, since: int) -> list[dict[str, Any]]:
     """The Silent records the gateway wrote to etcd from revision ``since`` until now."""
-    client = aetcd.Client(port=port, timeout=10)
+    client = aetcd.Client(port=port, timeout=10, options={"grpc.max_receive_message_length": 256 << 20})
     found: list[dict[str, Any]] = []
     try:
         now = await etcd_revision(port)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from gigafab.agents.fencing import FENCE_AFTER_HEADER
-from gigafab.agents.gateway import HealthGateway, serve
+from gigafab.agents.gateway import HealthGateway, serve, serve_shared
 from gigafab.agents.ledger import Ledger, Transition
 from gigafab.agents.tls import GatewayTls, site_group
 from grpc_health.v1 import health_pb2 as checks_pb2
@@ -300,3 +301,31 @@ def test_an_agent_that_would_fence_later_than_the_gateway_promised_is_refused(
     gateway, recorder = asyncio.run(scenario(pki, body, fence_after=4.0))
     assert gateway.refused["fence_mismatch"] == (0 if taken else 1)
     assert bool(recorder.transitions) == taken
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_servers_sharing_the_port_all_serve_and_a_second_gateway_is_refused(pki: Authority) -> None:
+    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    tls = GatewayTls(served.cert, served.key, pki.pair.cert)
+    address = f"127.0.0.1:{free_port()}"
+
+    async def main() -> None:
+        gateway = HealthGateway(Ledger(SITE), Recorder())
+        servers, port = await serve_shared(gateway, address, tls, loops=3)
+        try:
+            assert len(servers) == 3
+            nodes = [f"de-halm-gpu-03{index}" for index in range(6)]
+            answers = await asyncio.gather(*(exchange(port, pki, agent_cert(pki, node), report(node, 1)) for node in nodes))
+            assert [answer[0].ack.sequence for answer in answers] == [1] * 6
+            assert set(gateway.ledger.nodes) >= set(nodes), "one ledger behind every server"
+            with pytest.raises(OSError, match="another gateway"):
+                await serve_shared(HealthGateway(Ledger(SITE), Recorder()), address, tls, loops=3)
+        finally:
+            await asyncio.gather(*(server.stop(None) for server in servers))
+
+    asyncio.run(main())
