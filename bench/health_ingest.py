@@ -24,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -140,9 +142,19 @@ def run(args: argparse.Namespace) -> None:
 
 
 def start_loadgen(
-    binary: Path, port: int, pki: Path, agents: range, *, seconds: float, ramp: float, gpus: int = 8
+    binary: Path,
+    port: int,
+    pki: Path,
+    agents: range,
+    *,
+    seconds: float,
+    ramp: float,
+    gpus: int = 8,
+    extra: Sequence[str] = (),
+    errors: IO[bytes] | int = subprocess.DEVNULL,
 ) -> subprocess.Popen[str]:
-    """A load-generator process for ``agents`` (indexes), reporting to 127.0.0.1:``port``."""
+    """A load-generator process for ``agents`` (indexes), reporting to 127.0.0.1:``port``; ``extra``
+    flags are passed on, and what it says went wrong goes to ``errors``."""
     return subprocess.Popen(
         [
             str(binary),
@@ -155,9 +167,10 @@ def start_loadgen(
             f"-gpus={gpus}",
             f"-seconds={seconds}",
             f"-ramp={ramp}s",
+            *extra,
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=errors,
         text=True,
     )
 

@@ -48,7 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gigafab.agents.records import gateway_key, site_prefix
 from gigafab.agents.site_gateway import quantile
-from health_ingest import PREFIX, SITE, cpu, loadgen, node, wait_for_everyone
+from health_ingest import PREFIX, SITE, cpu, loadgen, node, start_loadgen, wait_for_everyone
 
 from gigafab.local import components
 from gigafab.local.layout import Layout, Ports
@@ -214,25 +214,10 @@ def start_generator(
 ) -> subprocess.Popen[str]:
     """A load generator for ``agents`` (indexes) that writes its counters and storms to ``name``.json,
     and what went wrong to ``name``.log."""
+    status = (f"-status={name.with_suffix('.json')}", f"-untimed={str(untimed).lower()}")
     with name.with_suffix(".log").open("ab") as log:
-        return subprocess.Popen(
-            [
-                str(binary),
-                f"-address=127.0.0.1:{port}",
-                f"-pki={pki}",
-                f"-site={SITE}",
-                f"-prefix={PREFIX}",
-                f"-first={agents.start}",
-                f"-last={agents.stop}",
-                f"-gpus={args.gpus}",
-                f"-seconds={lifetime}",
-                f"-ramp={args.ramp}s",
-                f"-status={name.with_suffix('.json')}",
-                f"-untimed={str(untimed).lower()}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
+        return start_loadgen(
+            binary, port, pki, agents, seconds=lifetime, ramp=args.ramp, gpus=args.gpus, extra=status, errors=log
         )
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
+from typing import Any
 
-from tests.e2e.conftest import Kubectl
+from tests.e2e.conftest import Kubectl, PodPoller
 
 Copy = tuple[str, str]
 """A workload: (namespace, name)."""
 
 
-class Overlaps:
+class Overlaps(PodPoller):
     """Polls every workload pod of namespaces starting with ``prefix`` twice a second.
 
     ``found``: the moments two epochs of one workload ran at once (never, if fencing works);
@@ -20,36 +20,23 @@ class Overlaps:
     """
 
     def __init__(self, kubectl: Kubectl, prefix: str) -> None:
-        self.kubectl, self.prefix = kubectl, prefix
+        super().__init__(kubectl, "-A")
+        self.prefix = prefix
         self.found: list[tuple[Copy, set[int]]] = []
         self.history: dict[Copy, list[int]] = defaultdict(list)
         self.returned: set[Copy] = set()
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def __enter__(self) -> Overlaps:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.5):
-            pods = self.kubectl.get("pods", "-A", "-l", "gigafab.nl/workload")
-            if pods is not None:  # None: the apiserver did not answer (a chaos test may have stopped it)
-                self._take(pods["items"])
-
-    def _take(self, pods: list[dict[str, object]]) -> None:
+    def take(self, pods: list[dict[str, Any]]) -> None:
         running: dict[Copy, set[int]] = defaultdict(set)
         for pod in pods:
-            meta: dict[str, object] = pod["metadata"]  # type: ignore[assignment]
-            status: dict[str, object] = pod["status"]  # type: ignore[assignment]
-            labels: dict[str, str] = meta["labels"]  # type: ignore[assignment]
+            meta, labels = pod["metadata"], pod["metadata"]["labels"]
             namespace = str(meta["namespace"])
-            if namespace.startswith(self.prefix) and status.get("phase") == "Running" and not meta.get("deletionTimestamp"):
+            if (
+                namespace.startswith(self.prefix)
+                and pod["status"].get("phase") == "Running"
+                and not meta.get("deletionTimestamp")
+            ):
                 running[(namespace, labels["gigafab.nl/workload"])].add(int(labels["gigafab.nl/epoch"]))
         self.samples += 1
         for copy, epochs in running.items():

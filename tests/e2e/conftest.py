@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -66,6 +67,38 @@ class Kubectl:
         extra = (f"--subresource={subresource}",) if subresource else ()
         answer = self.run("auth", "can-i", verb, resource, *extra, "-n", namespace, as_user=user, groups=groups, check=False)
         return answer.stdout.strip() == "yes"
+
+
+class PodPoller:
+    """Reads the workload pods (``where``: kubectl's ``-n NS`` or ``-A``) every ``every`` seconds in a
+    thread, for the length of a ``with`` block, and hands each reading to ``take``."""
+
+    every = 0.5
+
+    def __init__(self, kubectl: Kubectl, *where: str) -> None:
+        self.kubectl, self.where = kubectl, where
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self: P) -> P:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every):
+            pods = self.kubectl.get("pods", *self.where, "-l", "gigafab.nl/workload")
+            if pods is not None:  # None: the apiserver did not answer (a chaos test may have stopped it)
+                self.take(pods["items"])
+
+    def take(self, pods: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+
+P = TypeVar("P", bound=PodPoller)
 
 
 def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.5) -> T:

@@ -49,7 +49,8 @@ def installed(plane: Plane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathF
         # null removes the chart default (nvidia.com/gpu.present), which KWOK nodes do not carry
         "agent": {"tolerations": KWOK, "nodeSelector": {"nvidia.com/gpu.present": None, "type": "kwok"}, "runtimeClassName": ""},
         "certificates": {"nodes": nodes},
-        "rbac": {"createTenantRoles": False},  # the plane has them already (config/rbac)
+        # the plane has them already (config/rbac, config/admission)
+        "rbac": {"createTenantRoles": False, "gpusThroughWorkloads": False},
     }
     path = Path(tmp_path_factory.mktemp("chart")) / "values.json"
     path.write_text(json.dumps(values))

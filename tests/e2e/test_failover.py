@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from gigafab.operator.conditions import seconds_of
 from gigafab.local.components import operator_metrics_url
 from gigafab.local.health import control_url, fence_log
 from gigafab.local.nodes import gpu_node, node_name
-from tests.e2e.conftest import Kubectl, condition, eventually, quotas, tenant
+from tests.e2e.conftest import Kubectl, PodPoller, condition, eventually, quotas, tenant
 from tests.e2e.test_telemetry import scrape, total
 from tests.e2e.test_workloads import tenant_ready, workload
 
@@ -58,38 +57,26 @@ def cut(kubectl: Kubectl, site: str) -> Iterator[float]:
         eventually(lambda: site_healthy(kubectl, site), timeout=90)
 
 
-class Timeline:
+class Timeline(PodPoller):
     """Polls the workload pods of a namespace: (time, epoch, phase, deleting, node) samples."""
 
+    every = 0.2
+
     def __init__(self, kubectl: Kubectl, namespace: str) -> None:
-        self.kubectl, self.namespace = kubectl, namespace
+        super().__init__(kubectl, "-n", namespace)
         self.samples: list[tuple[float, list[tuple[int, str, bool, str]]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def __enter__(self) -> Timeline:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            pods = self.kubectl.get("pods", "-n", self.namespace, "-l", "gigafab.nl/workload")
-            if pods is not None:
-                seen = [
-                    (
-                        int(pod["metadata"]["labels"]["gigafab.nl/epoch"]),
-                        str(pod["status"].get("phase")),
-                        bool(pod["metadata"].get("deletionTimestamp")),
-                        str(pod["spec"].get("nodeName", "")),
-                    )
-                    for pod in pods["items"]
-                ]
-                self.samples.append((time.time(), seen))
-            time.sleep(0.2)
+    def take(self, pods: list[dict[str, Any]]) -> None:
+        seen = [
+            (
+                int(pod["metadata"]["labels"]["gigafab.nl/epoch"]),
+                str(pod["status"].get("phase")),
+                bool(pod["metadata"].get("deletionTimestamp")),
+                str(pod["spec"].get("nodeName", "")),
+            )
+            for pod in pods
+        ]
+        self.samples.append((time.time(), seen))
 
     def running_epochs(self) -> list[set[int]]:
         return [{epoch for epoch, phase, deleting, _ in pods if phase == "Running" and not deleting} for _, pods in self.samples]

@@ -36,6 +36,7 @@ import aetcd
 import grpc
 import pytest
 from gigafab.agents.gateway import MAX_FRAME_BYTES, MAX_REPORT_BYTES
+from gigafab.agents.gateway import STATUS_OF as GATEWAY_STATUS
 from gigafab.agents.records import node_key, site_prefix
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -61,11 +62,7 @@ CALL_TIMEOUT = 20.0
 HEARTBEAT = 0.25
 """Seconds between the good agent's reports."""
 STATUS_OF = {
-    "identity_mismatch": grpc.StatusCode.PERMISSION_DENIED,
-    "wrong_site": grpc.StatusCode.PERMISSION_DENIED,
-    "replayed_sequence": grpc.StatusCode.INVALID_ARGUMENT,
-    "malformed": grpc.StatusCode.INVALID_ARGUMENT,
-    "oversized": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    **GATEWAY_STATUS,
     "dropped": grpc.StatusCode.RESOURCE_EXHAUSTED,  # by gRPC itself, not counted by the gateway
 }
 HEALTHY, DEGRADED, FAILED = health_pb2.HEALTH_HEALTHY, health_pb2.HEALTH_DEGRADED, health_pb2.HEALTH_FAILED
