@@ -8,6 +8,7 @@ it, so nothing else of the session competes for its GPUs.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -163,6 +164,8 @@ def test_a_lowered_power_cap_sheds_preemptible_then_borrowed_work_and_suspends_w
         for name, criticality in (("crit", "critical"), ("std", "standard"), ("bor", "standard"), ("pre", "preemptible")):
             kubectl.apply(workload(name, unique, gpus=2, criticality=criticality, sites=[first, second]))
             eventually(lambda name=name: phase(kubectl, unique, name, "Running", first), timeout=60)  # type: ignore[misc]
+            # the newest pods borrow, and creation times have whole seconds: each starts in a later second
+            time.sleep(1.0)
         eventually(lambda: draw(kubectl, first, 5.6))
         kubectl.run("patch", "site", first, "--type=merge", "-p", '{"spec": {"powerCapKW": 3}}')
         for name in ("pre", "bor"):
