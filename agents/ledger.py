@@ -2,7 +2,8 @@
 
 A pure state machine with the clock passed in. ``observe`` takes a report and
 returns the transitions it causes (node and GPU health changes only); ``sweep``
-turns nodes that stayed quiet for ``silent_after`` seconds into Silent. The gateway
+turns nodes that stayed quiet for ``silent_after`` seconds (plus however far the
+gateway itself is behind with reading reports) into Silent. The gateway
 writes exactly these transitions to etcd, so a steady stream of healthy reports
 writes nothing.
 
@@ -11,6 +12,13 @@ Nearly every report repeats the last one, so ``heard`` takes a report's
 tuple of its GPUs' health codes) and, when it equals the last one, only moves the
 node's sequence and clock: no objects are built on that path. Nodes that still talk
 are kept in order of their last report, so a sweep looks only at the oldest ones.
+
+``Lag`` measures how far behind the gateway is: how late its own timer runs. Under
+overload (a reconnect storm) reports wait in the event loop's queue; without the
+allowance the gateway would declare Silent the nodes whose reports it has not read
+yet, and each such false Silent costs a transition, an etcd write and an
+acknowledgement when the node's next report is read: more work for a gateway that is
+already behind.
 """
 
 from __future__ import annotations
@@ -121,14 +129,31 @@ class Ledger:
         self._keep(node, NodeRecord(sequence, now, health, {gpu.index: gpu.health for gpu in gpus}, signature))
         return transitions
 
-    def sweep(self, now: float) -> list[Transition]:
-        """Nodes heard from longer than ``silent_after`` ago become Silent (once)."""
+    def sweep(self, now: float, behind: float = 0.0) -> list[Transition]:
+        """Nodes heard from longer than ``silent_after`` ago become Silent (once).
+
+        ``behind``: seconds the gateway itself is behind with reading reports (its event loop's lag,
+        see ``Lag``); a node is not blamed for them: its reports may be waiting to be read."""
         transitions = []
         while self._talking:
             name, record = next(iter(self._talking.items()))
-            if now - record.seen <= self.silent_after:
+            if now - record.seen <= self.silent_after + behind:
                 break
             transitions.append(Transition(name, None, record.health, SILENT, f"no report for {self.silent_after:g}s"))
             record.health = SILENT
             del self._talking[name]
         return transitions
+
+
+class Lag:
+    """How far behind a periodic task runs: the most it was late recently, forgetting a second per second."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._at: float | None = None
+
+    def late(self, by: float, now: float) -> float:
+        """The task ran ``by`` seconds after it was due, at ``now``; returns the lag to allow for."""
+        forgotten = 0.0 if self._at is None else now - self._at
+        self.seconds, self._at = max(by, self.seconds - forgotten, 0.0), now
+        return self.seconds

@@ -76,7 +76,8 @@ def gateway_key(site: str) -> bytes:
 
 
 def node_document(ledger: Ledger, node: str, transitions: Sequence[Transition], at: float, clock: float) -> dict[str, Any]:
-    """The node's record; ``at`` is the wall-clock time and ``clock`` the ledger's clock at that time."""
+    """The node's record; ``transitions`` are the node's own (their reasons are written), ``at`` is the
+    wall-clock time and ``clock`` the ledger's clock at that time."""
     record = ledger.nodes[node]
     heard = record.sequence >= 0  # a node restored from etcd has not reported yet
     reasons = {t.gpu: t.reason for t in transitions if t.node == node}
@@ -225,10 +226,14 @@ class EtcdRecords:
     async def _write_nodes(self, nodes: Sequence[str], transitions: Sequence[Transition]) -> None:
         site, at, clock = self.ledger.site, time.time(), time.monotonic()
         held = self._held()
+        by_node: dict[str, list[Transition]] = {}
+        for transition in transitions:  # once: a storm's batch holds thousands of nodes' transitions
+            by_node.setdefault(transition.node, []).append(transition)
         for first in range(0, len(nodes), NODES_PER_TRANSACTION):
             puts = [
                 self.client.transactions.put(
-                    node_key(site, node), json.dumps(node_document(self.ledger, node, transitions, at, clock)).encode()
+                    node_key(site, node),
+                    json.dumps(node_document(self.ledger, node, by_node.get(node, ()), at, clock)).encode(),
                 )
                 for node in nodes[first : first + NODES_PER_TRANSACTION]
             ]

@@ -1,8 +1,9 @@
 """``gigafab gateway --site S``: the health gateway of one site, end to end.
 
 Serves ``HealthService`` over mTLS, keeps the ledger, sweeps it for silent nodes
-ten times a second, and writes every transition to etcd under the gateway's lease.
-With ``metrics_address`` it serves its metrics there (``gigafab.telemetry.metrics``).
+ten times a second (allowing for its own lag: ``ledger.Lag``), and writes every
+transition to etcd under the gateway's lease. With ``metrics_address`` it serves its
+metrics there (``gigafab.telemetry.metrics``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from wsgiref.simple_server import WSGIServer
 import aetcd
 import grpc
 from gigafab.agents.gateway import STATUS_OF, HealthGateway, serve_shared
-from gigafab.agents.ledger import DEGRADED, FAILED, HEALTHY, SILENT, Ledger
+from gigafab.agents.ledger import DEGRADED, FAILED, HEALTHY, SILENT, Lag, Ledger
 from gigafab.agents.records import ETCD_CHANNEL, EtcdRecords
 from gigafab.agents.tls import GatewayTls
 
@@ -59,6 +60,8 @@ class SiteGateway:
         self._writes: set[asyncio.Task[bool]] = set()
         self.silenced = 0
         """Nodes turned Silent since start."""
+        self.lag = Lag()
+        """How late the sweep runs: how far behind the event loop is with everything, reports included."""
         self.metrics: WSGIServer | None = None
 
     async def start(self) -> int:
@@ -90,6 +93,7 @@ class SiteGateway:
                 "writes": self.records.writes,
                 "nodes": len(self.ledger.nodes),
                 "silenced": self.silenced,
+                "lag_s": round(self.lag.seconds, 3),
                 "latency_p50": quantile(latencies, 0.50),
                 "latency_p99": quantile(latencies, 0.99),
                 "samples": len(latencies),
@@ -100,10 +104,11 @@ class SiteGateway:
 
     async def _sweep(self) -> None:
         while True:
+            due = time.monotonic() + SWEEP_SECONDS
             await asyncio.sleep(SWEEP_SECONDS)
             now = time.monotonic()
             self.service.fence_reason = self.records.fence_reason(now)
-            silent = self.ledger.sweep(now)
+            silent = self.ledger.sweep(now, behind=self.lag.late(now - due, now))
             self.silenced += len(silent)
             if silent:  # written in the background: without contact a write waits, the sweep must not
                 writing = asyncio.create_task(self.service.record(silent))

@@ -106,6 +106,25 @@ def test_transitions_arriving_together_are_group_committed_in_transactions_etcd_
     run(etcd_port, scenario)
 
 
+def test_each_node_of_a_group_commit_keeps_its_own_reasons(etcd_port: int) -> None:
+    async def scenario(client: aetcd.Client) -> None:
+        await client.delete_prefix(b"/gigafab/")
+        ledger = Ledger(SITE)
+        records = EtcdRecords(client, ledger, "gateway-a")
+        await records.start()
+        nodes = [f"n{index:03d}" for index in range(150)]
+        failing = {node: [GpuReport(0, HEALTHY), GpuReport(1, FAILED, f"XID {index}")] for index, node in enumerate(nodes)}
+        await asyncio.gather(*(records(ledger.observe(node, SITE, 1, gpus, now=0.0)) for node, gpus in failing.items()))
+        assert records.writes <= 4, "written together"
+        for index, node in enumerate(nodes):
+            stored = json.loads((await client.get(node_key(SITE, node))).value)
+            assert stored["gpuReasons"] == {"1": f"XID {index}"}
+            assert stored["reason"] == f"GPU 1: XID {index}"
+        await records.stop()
+
+    run(etcd_port, scenario)
+
+
 def test_a_gateway_whose_lease_expired_takes_its_key_again_and_writes_what_it_kept(etcd_port: int) -> None:
     async def scenario(client: aetcd.Client) -> None:
         await client.delete_prefix(b"/gigafab/")

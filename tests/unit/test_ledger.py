@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gigafab.agents.ledger import FAILED, HEALTHY, SILENT, GpuReport, Ledger, Refused, Transition
+from gigafab.agents.ledger import FAILED, HEALTHY, SILENT, GpuReport, Lag, Ledger, Refused, Transition
 
 OK = [GpuReport(0, HEALTHY), GpuReport(1, HEALTHY)]
 
@@ -73,6 +73,23 @@ def test_a_silent_node_is_never_just_heard() -> None:
     ledger.sweep(now=4.0)
     assert not ledger.heard("n1", "de-halm", 2, (1, 1), now=5.0)
     assert [t.after for t in ledger.observe("n1", "de-halm", 2, OK, now=5.0)] == [HEALTHY]
+
+
+def test_a_gateway_behind_with_reading_does_not_blame_the_nodes_for_it() -> None:
+    ledger = Ledger("de-halm", silent_after=3.0)
+    ledger.observe("n1", "de-halm", 1, OK, now=0.0)
+    assert ledger.sweep(now=4.0, behind=1.5) == [], "its report of t=1 may still wait to be read"
+    assert [t.after for t in ledger.sweep(now=4.6, behind=1.5)] == [SILENT]
+
+
+def test_lag_is_the_most_a_timer_was_late_recently_and_is_forgotten_a_second_per_second() -> None:
+    lag = Lag()
+    assert lag.late(0.0, now=0.0) == 0.0
+    assert lag.late(2.0, now=1.0) == 2.0
+    assert lag.late(0.01, now=1.5) == 1.5, "half a second later, half a second of it is forgotten"
+    assert lag.late(0.7, now=2.0) == 1.0
+    assert lag.late(0.0, now=10.0) == 0.0
+    assert lag.late(-0.01, now=10.1) == 0.0, "a timer that ran early is no lag"
 
 
 def test_sweep_finds_exactly_the_quiet_nodes_whatever_order_they_last_spoke_in() -> None:
