@@ -72,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "gateway":
-        import uvloop
         from gigafab.agents.site_gateway import GatewayConfig
         from gigafab.agents.site_gateway import run as run_gateway
         from gigafab.agents.tls import GatewayTls
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         )
         traces = tracing.configure("gigafab-gateway", args.otlp_endpoint)
         try:
-            uvloop.run(run_gateway(config))  # its loop costs less per report than asyncio's (docs/benchmarks.md)
+            asyncio.run(run_gateway(config))
         finally:
             if traces is not None:
                 traces.shutdown()  # flushes the last spans
