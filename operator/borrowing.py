@@ -6,8 +6,9 @@ the most recently started beyond the quota (Kueue preempts the most recently
 admitted first). Pods created within the same second (creation times are whole
 seconds) are told apart by node and workload name, as Kueue tells such workloads
 apart by UID: which of them borrows is then arbitrary, but the same on every pass.
-A track within its quota on a site may take borrowed GPUs back (``reclaimWithinCohort``), so for placement those GPUs are as good as free; a track
-beyond its quota may only use what is really free.
+A track within its quota on a site may take borrowed GPUs back (``reclaimWithinCohort``),
+so for placement those GPUs are as good as free; a track beyond its quota may only use
+what is really free.
 
 The same view says which work is "borrowed" when a power cap sheds load.
 """
@@ -46,7 +47,8 @@ def borrowing(held: Sequence[Held], quotas: Mapping[str, Mapping[str, int]], sit
     borrowers: list[Held] = []
     for track, used in sorted(use.items()):
         excess = used - quotas.get(track, {}).get(site, 0)
-        for pod in sorted((p for p in held if p.site == site and p.track == track), key=lambda p: (-p.started, p.node, p.workload)):
+        on_site = (p for p in held if p.site == site and p.track == track)
+        for pod in sorted(on_site, key=lambda p: (-p.started, p.node, p.workload)):
             if excess <= 0:
                 break
             borrowers.append(pod)
