@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import grpc
 from gigafab.agents.fencing import FENCE_AFTER_HEADER
-from gigafab.agents.ledger import GpuReport, Ledger, Refused, Transition
+from gigafab.agents.ledger import GpuReport, Lag, Ledger, Refused, Transition
 from gigafab.agents.tls import GatewayTls, certificate_sites, site_group
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2_grpc
@@ -167,6 +167,12 @@ class HealthGateway(service.HealthServiceServicer):
         """Seconds from a report's ``sent_at`` to its state in the ledger (latest reports)."""
         self.fence_reason: str | None = None
         """Set while the site's agents must fence (the gateway has no contact with etcd)."""
+        self.lag = Lag()
+        """How far behind the gateway's event loop runs (measured by the silence sweep)."""
+
+    @property
+    def lag_seconds(self) -> float:
+        return self.lag.seconds
 
     async def Report(
         self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: grpc.aio.ServicerContext

@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIServer
 import aetcd
 import grpc
 from gigafab.agents.gateway import STATUS_OF, HealthGateway, serve_shared
-from gigafab.agents.ledger import DEGRADED, FAILED, HEALTHY, SILENT, Lag, Ledger
+from gigafab.agents.ledger import DEGRADED, FAILED, HEALTHY, SILENT, Ledger
 from gigafab.agents.records import ETCD_CHANNEL, EtcdRecords
 from gigafab.agents.tls import GatewayTls
 
@@ -60,8 +60,6 @@ class SiteGateway:
         self._writes: set[asyncio.Task[bool]] = set()
         self.silenced = 0
         """Nodes turned Silent since start."""
-        self.lag = Lag()
-        """How late the sweep runs: how far behind the event loop is with everything, reports included."""
         self.metrics: WSGIServer | None = None
 
     async def start(self) -> int:
@@ -93,7 +91,7 @@ class SiteGateway:
                 "writes": self.records.writes,
                 "nodes": len(self.ledger.nodes),
                 "silenced": self.silenced,
-                "lag_s": round(self.lag.seconds, 3),
+                "lag_s": round(self.service.lag_seconds, 3),
                 "latency_p50": quantile(latencies, 0.50),
                 "latency_p99": quantile(latencies, 0.99),
                 "samples": len(latencies),
@@ -108,7 +106,7 @@ class SiteGateway:
             await asyncio.sleep(SWEEP_SECONDS)
             now = time.monotonic()
             self.service.fence_reason = self.records.fence_reason(now)
-            silent = self.ledger.sweep(now, behind=self.lag.late(now - due, now))
+            silent = self.ledger.sweep(now, behind=self.service.lag.late(now - due, now))
             self.silenced += len(silent)
             if silent:  # written in the background: without contact a write waits, the sweep must not
                 writing = asyncio.create_task(self.service.record(silent))

@@ -256,6 +256,7 @@ class Counts:
     refused = {"identity_mismatch": 2}  # noqa: RUF012 - a stand-in, never changed
     transitions = {"Failed": 1}  # noqa: RUF012
     streams = 3
+    lag_seconds = 1.5
 
 
 def test_gateway_metrics_render_with_every_reason_from_zero() -> None:
@@ -271,3 +272,4 @@ def test_gateway_metrics_render_with_every_reason_from_zero() -> None:
     assert values[("gigafab_gateway_connected_agents", (("site", "niemeyer"),))] == 3
     assert "# HELP gigafab_gateway_reports_total Health reports" in text
     assert families["gigafab_gateway_connected_agents"].type == "gauge"
+    assert values[("gigafab_gateway_lag_seconds", (("site", "niemeyer"),))] == 1.5

@@ -94,6 +94,10 @@ class GatewayCounts(Protocol):
     def streams(self) -> int:
         """Report streams open now: one per connected agent."""
 
+    @property
+    def lag_seconds(self) -> float:
+        """How far behind the gateway's event loop runs; added to the Silent threshold."""
+
 
 class GatewayCollector(Collector):
     """A gateway's metrics, read from its counts at each scrape. ``reasons`` and ``states`` are
@@ -132,6 +136,13 @@ class GatewayCollector(Collector):
         agents = GaugeMetricFamily("gigafab_gateway_connected_agents", "Agents with a report stream open now.", labels=["site"])
         agents.add_metric([site], counts.streams)
         yield agents
+        lag = GaugeMetricFamily(
+            "gigafab_gateway_lag_seconds",
+            "How far behind the gateway's event loop runs; nodes are declared Silent that much later.",
+            labels=["site"],
+        )
+        lag.add_metric([site], counts.lag_seconds)
+        yield lag
 
 
 def _counter(name: str, documentation: str, labels: list[str], rows: Iterable[tuple[list[str], float]]) -> CounterMetricFamily:
