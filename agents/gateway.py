@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
+from gigafab.agents.arrivals import Arrivals
 from gigafab.agents.fencing import FENCE_AFTER_HEADER
 from gigafab.agents.ledger import GpuReport, Lag, Ledger, Refused, Transition
 from gigafab.agents.tls import GatewayTls, certificate_sites, site_group
@@ -66,6 +67,9 @@ SERVER_OPTIONS = (
     # the default policy would call that abuse and close their connections
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
 )
+ARRIVALS_FORGOTTEN = 30.0
+"""Seconds after which a connection that opened no stream is no longer counted as waiting, for a gateway
+without ``fence_after``; with one, that: an agent not taken by then has fenced, its node is rightly Silent."""
 Sink = Callable[[Sequence[Transition]], Awaitable[bool | None]]
 """Records transitions; False when they could not be recorded now."""
 HEALTH_NAMES = {
@@ -153,6 +157,8 @@ class HealthGateway(service.HealthServiceServicer):
         self, ledger: Ledger, sink: Sink, clock: Callable[[], float] = time.monotonic, fence_after: float | None = None
     ) -> None:
         self.ledger = ledger
+        self.arrivals = Arrivals(forget_after=fence_after or ARRIVALS_FORGOTTEN, clock=clock)
+        """Connections whose handshake began and whose stream has not started (``serve`` counts them)."""
         self.fence_after = fence_after
         """What this gateway promised the operator; agents that fence later are refused (None: not checked)."""
         self.sink = sink
@@ -174,9 +180,14 @@ class HealthGateway(service.HealthServiceServicer):
     def lag_seconds(self) -> float:
         return self.lag.seconds
 
+    @property
+    def connections_waiting(self) -> int:
+        return self.arrivals.pending
+
     async def Report(
         self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[health_pb2.ReportResponse]:
+        self.arrivals.taken()
         speaker = speaker_of(context)
         first, told_to_fence = True, False
         self.streams += 1
@@ -216,6 +227,8 @@ class HealthGateway(service.HealthServiceServicer):
             await context.abort(STATUS_OF["oversized"], str(oversized))
         finally:
             self.streams -= 1
+            if not first:  # it reported here: until it does again it may be reconnecting
+                self.ledger.closed(speaker.node)
 
     async def record(self, transitions: Sequence[Transition]) -> bool:
         """Count ``transitions`` and hand them to the sink; False when they could not be recorded now."""
@@ -275,7 +288,7 @@ async def serve(
     server.add_generic_rpc_handlers((methods,))
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-    port = server.add_secure_port(address, tls.credentials())
+    port = server.add_secure_port(address, tls.credentials(handshake=gateway.arrivals.connecting))
     await server.start()
     await checks.set("gigafab.health.v1.HealthService", checks_pb2.HealthCheckResponse.SERVING)
     return server, port

@@ -19,6 +19,14 @@ allowance the gateway would declare Silent the nodes whose reports it has not re
 yet, and each such false Silent costs a transition, an etcd write and an
 acknowledgement when the node's next report is read: more work for a gateway that is
 already behind.
+
+A node whose stream ended (its agent closed the connection: it restarts, or its
+network broke and it reconnects) is kept apart until it reports again. While the
+gateway itself still has connections to take (``sweep``'s ``reconnecting``: how long it
+has had new connections whose stream it has not started, see ``gateway.Arrivals``), such a
+node is allowed that much longer too: its new connection may be among those waiting.
+A node whose stream stays open but falls quiet (a partition, a dead node) gets no such
+allowance.
 """
 
 from __future__ import annotations
@@ -83,7 +91,9 @@ class Ledger:
         self.silent_after = silent_after
         self.nodes: dict[str, NodeRecord] = {}
         self._talking: OrderedDict[str, NodeRecord] = OrderedDict()
-        """Nodes not Silent, oldest report first."""
+        """Nodes not Silent with a stream open, oldest report first."""
+        self._closed: dict[str, NodeRecord] = {}
+        """Nodes not Silent whose stream ended, and which have not reported since."""
 
     def restore(self, node: str, health: str, gpus: dict[int, str], now: float) -> None:
         """Take a node's last recorded state (from etcd after a restart) without a transition."""
@@ -102,13 +112,23 @@ class Ledger:
         if sequence <= record.sequence:
             raise Refused("replayed_sequence", f"sequence {sequence} of {node} is not after {record.sequence}")
         record.sequence, record.seen = sequence, now
-        self._talking.move_to_end(node)
+        try:
+            self._talking.move_to_end(node)
+        except KeyError:  # its first report on a new stream
+            self._talking[node] = self._closed.pop(node)
         return True
 
     def _keep(self, node: str, record: NodeRecord) -> None:
         self.nodes[node] = record
+        self._closed.pop(node, None)
         self._talking[node] = record
         self._talking.move_to_end(node)
+
+    def closed(self, node: str) -> None:
+        """The stream ``node`` reported on ended: until it reports again it may be reconnecting."""
+        record = self._talking.pop(node, None)
+        if record is not None:
+            self._closed[node] = record
 
     def observe(
         self, node: str, site: str, sequence: int, gpus: Sequence[GpuReport], now: float, signature: object = None
@@ -129,20 +149,28 @@ class Ledger:
         self._keep(node, NodeRecord(sequence, now, health, {gpu.index: gpu.health for gpu in gpus}, signature))
         return transitions
 
-    def sweep(self, now: float, behind: float = 0.0) -> list[Transition]:
+    def sweep(self, now: float, behind: float = 0.0, reconnecting: float = 0.0) -> list[Transition]:
         """Nodes heard from longer than ``silent_after`` ago become Silent (once).
 
         ``behind``: seconds the gateway itself is behind with reading reports (its event loop's lag,
-        see ``Lag``); a node is not blamed for them: its reports may be waiting to be read."""
+        see ``Lag``); a node is not blamed for them: its reports may be waiting to be read.
+        ``reconnecting``: seconds the gateway has had new connections waiting for it; a node whose stream
+        ended is not blamed for them either: its new connection may be one of them."""
         transitions = []
         while self._talking:
             name, record = next(iter(self._talking.items()))
             if now - record.seen <= self.silent_after + behind:
                 break
-            transitions.append(Transition(name, None, record.health, SILENT, f"no report for {self.silent_after:g}s"))
-            record.health = SILENT
+            transitions.append(self._silence(name, record))
             del self._talking[name]
+        allowed = self.silent_after + behind + reconnecting
+        for name in [name for name, record in self._closed.items() if now - record.seen > allowed]:
+            transitions.append(self._silence(name, self._closed.pop(name)))
         return transitions
+
+    def _silence(self, name: str, record: NodeRecord) -> Transition:
+        before, record.health = record.health, SILENT
+        return Transition(name, None, before, SILENT, f"no report for {self.silent_after:g}s")
 
 
 class Lag:

@@ -1,7 +1,8 @@
 """``gigafab gateway --site S``: the health gateway of one site, end to end.
 
 Serves ``HealthService`` over mTLS, keeps the ledger, sweeps it for silent nodes
-ten times a second (allowing for its own lag: ``ledger.Lag``), and writes every
+ten times a second (allowing for its own lag: ``ledger.Lag``, and, for nodes whose stream
+ended, for the connections it has not taken yet: ``arrivals.Arrivals``), and writes every
 transition to etcd under the gateway's lease. With ``metrics_address`` it serves its
 metrics there (``gigafab.telemetry.metrics``).
 """
@@ -92,6 +93,7 @@ class SiteGateway:
                 "nodes": len(self.ledger.nodes),
                 "silenced": self.silenced,
                 "lag_s": round(self.service.lag_seconds, 3),
+                "connections_waiting": self.service.arrivals.pending,
                 "latency_p50": quantile(latencies, 0.50),
                 "latency_p99": quantile(latencies, 0.99),
                 "samples": len(latencies),
@@ -106,7 +108,8 @@ class SiteGateway:
             await asyncio.sleep(SWEEP_SECONDS)
             now = time.monotonic()
             self.service.fence_reason = self.records.fence_reason(now)
-            silent = self.ledger.sweep(now, behind=self.service.lag.late(now - due, now))
+            behind = self.service.lag.late(now - due, now)
+            silent = self.ledger.sweep(now, behind=behind, reconnecting=self.service.arrivals.waiting(now))
             self.silenced += len(silent)
             if silent:  # written in the background: without contact a write waits, the sweep must not
                 writing = asyncio.create_task(self.service.record(silent))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +58,14 @@ class GatewayTls(TlsFiles):
             [(self.key.read_bytes(), self.cert.read_bytes())], root_certificates=self.ca.read_bytes()
         )
 
-    def credentials(self) -> grpc.ServerCredentials:
-        """Credentials that re-read the files when they change on disk (checked at each new handshake)."""
+    def credentials(self, handshake: Callable[[], None] | None = None) -> grpc.ServerCredentials:
+        """Credentials that re-read the files when they change on disk (checked at each new handshake);
+        ``handshake`` is called as each begins (in a gRPC core thread)."""
         seen = [self.stamp()]
 
         def fetch() -> grpc.ServerCertificateConfiguration | None:
+            if handshake is not None:
+                handshake()
             stamp = self.stamp()
             if stamp == seen[0]:
                 return None

@@ -7,7 +7,10 @@ after a quiet period) and, when the decision changes, onto the Node: our taints
 replaced (others kept), the ``GigafabGpuHealthy`` condition set and the number of
 its Healthy GPUs in the ``gigafab.nl/gpus-healthy`` annotation (which the Site counts).
 A second loop re-decides nodes that are waiting out their quiet period; until a node
-is trusted again its count stays that of the worse state.
+is trusted again its count stays that of the worse state. A decision the apiserver did
+not take (it was restarting, or not yet authorizing) is kept and written again by that
+loop every second until it is: nothing else would bring it back, since etcd holds
+transitions only and the node may not change again for a long time.
 
 It also watches each site's ``gateway`` key. When a key goes (the gateway died or was
 cut off and its lease ran out) every node of that site is treated as Silent: nobody
@@ -58,6 +61,8 @@ class NodeHealthSync:
         self.healthy_gpus: dict[str, int] = {}
         """The count on each Node: that of the report the applied state follows."""
         self.written: set[str] = set()
+        self.unwritten: dict[str, Applied] = {}
+        """Nodes whose last decision the apiserver did not take, with the state the Node showed before it."""
 
     def observe(self, document: dict[str, Any], now: float) -> None:
         node = document["node"]
@@ -79,6 +84,8 @@ class NodeHealthSync:
         self._decide(node, now)
 
     def recheck(self, now: float) -> None:
+        for node, before in list(self.unwritten.items()):
+            self._try_write(node, before)
         for node, applied in list(self.applied.items()):
             if applied.better_health is not None:
                 self._decide(node, now)
@@ -99,7 +106,18 @@ class NodeHealthSync:
         ) or node not in self.written:
             if count is not None:
                 self.healthy_gpus[node] = count
-            self._write(node, after, before)
+            self._try_write(node, self.unwritten.get(node, before))
+
+    def _try_write(self, node: str, before: Applied) -> None:
+        """Write the node's applied state; when the apiserver does not take it, keep it for ``recheck``."""
+        try:
+            self._write(node, self.applied[node], before)
+        except Exception as failure:  # the apiserver away, restarting, not yet authorizing: try again
+            if node not in self.unwritten:
+                log.warning("health of %s not written to its Node, trying again: %r", node, failure)
+            self.unwritten[node] = before
+            return
+        self.unwritten.pop(node, None)
 
     def rewrite(self, node: str) -> None:
         applied = self.applied[node]
@@ -265,7 +283,10 @@ async def _gateway_changed(client: aetcd.Client, sync: NodeHealthSync, site: str
 async def _recheck(sync: NodeHealthSync) -> None:
     while True:
         await asyncio.sleep(1.0)
-        await asyncio.to_thread(sync.recheck, time.monotonic())
+        try:
+            await asyncio.to_thread(sync.recheck, time.monotonic())
+        except Exception:  # this loop is what retries: it must outlive any failure
+            log.exception("health recheck failed; trying again in a second")
 
 
 @kopf.on.startup()

@@ -24,6 +24,13 @@ GPU_REQUESTS = "requests.nvidia.com/gpu"
 ROLES = ("admin", "member", "viewer")
 DEFAULT_DENY = "gigafab-default-deny"
 BOUNDARY = "gigafab-tenant-boundary"
+POD_SECURITY = {
+    "pod-security.kubernetes.io/enforce": "baseline",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
+"""Pod Security Standards of a tenant namespace (the apiserver's PodSecurity admission): no privileged,
+host-network, host-path or added-capability pods; a member is warned where a pod misses the restricted level."""
 
 Manifest = dict[str, Any]
 
@@ -64,7 +71,9 @@ def desired_objects(name: str, spec: TenantSpec, destinations: Mapping[str, Dest
     )
     labels = labels_for(name, spec)
     for index, namespace in enumerate(namespaces):
-        result.objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}})
+        result.objects.append(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": {**labels, **POD_SECURITY}}}
+        )
         result.objects.append(_quota(namespace, labels, spec, index, len(namespaces)))
         result.objects.append(_limit_range(namespace, labels))
         result.objects.extend(_role_bindings(namespace, labels, spec))

@@ -138,7 +138,8 @@ TENANT_ADMIN = (
 GIGAFAB_KINDS = ("sites.gigafab.nl", "tenants.gigafab.nl", "egressdestinations.gigafab.nl", "allocationpolicies.gigafab.nl")
 # operator (config/rbac/operator.yaml): no Secrets, no Services or ConfigMaps, no cluster roles or bindings;
 # it runs GpuWorkloads as Deployments and owns tenant namespaces' quotas, limits, policies, bindings and queues,
-# wherever they are (a ClusterRole, so kube-system too); it binds only the three tenant roles
+# wherever they are by RBAC (a ClusterRole, so kube-system too: the admission policy of test_operator_confined.py
+# confines the writes to tenant namespaces); it binds only the three tenant roles
 OPERATOR = (
     Grant((*READ, "update", "patch"), ("gpuworkloads.gigafab.nl", "gpuworkloads.gigafab.nl/status"), ANYWHERE),
     Grant((*READ, "update", "patch"), (*GIGAFAB_KINDS, *(f"{kind}/status" for kind in GIGAFAB_KINDS)), (CLUSTER,)),

@@ -99,6 +99,7 @@ def test_a_site_gateway_counts_its_agents_reports(kubectl: Kubectl) -> None:
     assert first[("gigafab_gateway_reports_total", site)] > 0
     assert first[("gigafab_gateway_connected_agents", site)] > 0
     assert first[("gigafab_gateway_lag_seconds", site)] >= 0
+    assert first[("gigafab_gateway_waiting_connections", site)] >= 0
     assert ("gigafab_gateway_rejected_calls_total", (("reason", "identity_mismatch"), *site)) in first
 
     def more_reports() -> None:

@@ -98,6 +98,28 @@ def test_member_runs_pods_in_own_namespace_only(kubectl: Kubectl, hospital: str)
     kubectl.run("delete", "pod", "member-pod", "-n", "hospital-a", "--wait=false")
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda pod: pod["containers"][0].update(securityContext={"privileged": True}), "privileged"),
+        (lambda pod: pod.update(hostNetwork=True), "hostNetwork=true"),
+        (lambda pod: pod.update(volumes=[{"name": "root", "hostPath": {"path": "/"}}]), "hostPath volumes"),
+    ],
+    ids=["privileged", "host-network", "host-path"],
+)
+def test_a_member_cannot_escape_the_pod_security_baseline(kubectl: Kubectl, hospital: str, change: Any, named: str) -> None:
+    """Tenant namespaces enforce the baseline Pod Security Standard (operator/tenancy.py): a member's pod that
+    would reach the node (privileged, its network, its files) is refused, saying which rule it breaks."""
+    assert kubectl.get("namespace", "hospital-a")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    pod = gpu_pod("escape", "hospital-a", gpus=0)
+    change(pod["spec"])
+    refused = kubectl.create(pod, as_user=MEMBER, check=False)
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "baseline:latest"' in refused.stderr
+    assert named in refused.stderr
+    assert kubectl.get("pods", "-n", "hospital-a", "--field-selector", "metadata.name=escape")["items"] == []
+
+
 def gpu_deployment(name: str, namespace: str) -> dict[str, Any]:
     pod = gpu_pod(name, namespace)
     template = {"metadata": {"labels": {"app": name}}, "spec": pod["spec"]}

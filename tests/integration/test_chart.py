@@ -70,6 +70,7 @@ def test_a_gateway_and_an_agent_daemonset_per_site() -> None:
     gateway = gateways["gigafab-gateway-de-halm"]["spec"]["template"]["spec"]
     assert gateway["nodeSelector"] == {"topology.kubernetes.io/zone": "dh"}
     assert "--site=de-halm" in gateway["containers"][0]["args"]
+    assert gateway["containers"][0]["readinessProbe"] == {"httpGet": {"path": "/metrics", "port": "metrics"}}
 
 
 def test_operator_runs_peered_with_its_rules_and_no_more() -> None:
@@ -90,6 +91,25 @@ def test_operator_runs_peered_with_its_rules_and_no_more() -> None:
     assert all("*" not in rule["verbs"] for rule in rules)
     bindings = by_kind(documents, "ClusterRoleBinding")
     assert [binding["roleRef"]["name"] for binding in bindings.values()] == ["gigafab-operator"]
+
+
+def test_admission_policies_name_the_release_operator() -> None:
+    """Both policies are the ones in config/admission/, with the chart's operator ServiceAccount in place of
+    the local plane's user; each can be left out."""
+    documents = chart.render(namespace="platform")
+    policies = by_kind(documents, "ValidatingAdmissionPolicy")
+    assert set(policies) == {"gigafab-gpus-through-workloads", "gigafab-operator-in-tenant-namespaces"}
+    assert set(by_kind(documents, "ValidatingAdmissionPolicyBinding")) == set(policies)
+    operator = "'system:serviceaccount:platform:gigafab-operator'"
+    confined = policies["gigafab-operator-in-tenant-namespaces"]["spec"]["matchConditions"]
+    assert confined == [{"name": "written-by-the-operator", "expression": f"request.userInfo.username == {operator}"}]
+    trusted = {v["name"]: v["expression"] for v in policies["gigafab-gpus-through-workloads"]["spec"]["variables"]}["trusted"]
+    assert f"request.userInfo.username == {operator}" in trusted
+    assert "'gigafab-operator'" not in json.dumps(documents)
+    without = chart.render("--set", "rbac.operatorInTenantNamespaces=false")
+    assert set(by_kind(without, "ValidatingAdmissionPolicy")) == {"gigafab-gpus-through-workloads"}
+    neither = chart.render("--set", "rbac.operatorInTenantNamespaces=false", "--set", "rbac.gpusThroughWorkloads=false")
+    assert by_kind(neither, "ValidatingAdmissionPolicy") == {}
 
 
 def test_gateways_and_agents_get_no_api_token() -> None:
@@ -148,7 +168,8 @@ def test_crds_and_copied_files_are_generated_and_fresh() -> None:
 
 def test_a_stale_copy_is_reported(tmp_path: Any) -> None:
     root = tmp_path / "repo"
-    for source in ("rbac/operator.yaml", "rbac/tenant-roles.yaml", f"admission/{chartgen.GPU_POLICY}"):
+    sources = ("rbac/operator.yaml", "rbac/tenant-roles.yaml", *(f"admission/{policy}" for policy in chartgen.POLICIES))
+    for source in sources:
         (root / "config" / source).parent.mkdir(parents=True, exist_ok=True)
         (root / "config" / source).write_text((repo_root() / "config" / source).read_text())
     assert chartgen.main(check=False, root=root) == 0

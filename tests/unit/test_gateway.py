@@ -329,3 +329,58 @@ def test_servers_sharing_the_port_all_serve_and_a_second_gateway_is_refused(pki:
             await asyncio.gather(*(server.stop(None) for server in servers))
 
     asyncio.run(main())
+
+
+async def eventually_true(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.02)
+
+
+def test_a_connection_waits_from_its_handshake_to_its_stream_and_only_closed_nodes_are_allowed_that(
+    pki: Authority,
+) -> None:
+    """The gateway counts a connection as waiting from the start of its handshake (a raw TCP connection that
+    never speaks TLS is one) until a Report stream starts; a node whose stream ended is allowed that wait
+    before it is Silent, one whose stream stays open and quiet is not."""
+    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    tls = GatewayTls(served.cert, served.key, pki.pair.cert)
+    closed, quiet, late = "de-halm-gpu-040", "de-halm-gpu-041", "de-halm-gpu-042"
+
+    async def main() -> None:
+        gateway = HealthGateway(Ledger(SITE, silent_after=0.5), Recorder(), fence_after=30.0)
+        server, port = await serve(gateway, "127.0.0.1:0", tls)
+        stay = asyncio.Event()
+
+        async def open_and_quiet() -> Any:
+            yield report(quiet, 1)
+            await stay.wait()
+
+        try:
+            await exchange(port, pki, agent_cert(pki, closed), report(closed, 1))  # reports, then its stream ends
+            async with channel(port, pki, agent_cert(pki, quiet)) as chan:
+                stream = health_pb2_grpc.HealthServiceStub(chan).Report(open_and_quiet(), timeout=10)
+                assert (await stream.read()).ack.sequence == 1
+                assert gateway.arrivals.pending == 0
+                hanging = socket.create_connection(("127.0.0.1", port))  # a handshake that never goes on
+                try:
+                    await eventually_true(lambda: gateway.arrivals.pending == 1)
+                    await exchange(port, pki, agent_cert(pki, late), report(late, 1))
+                    assert gateway.arrivals.pending == 1, "one handshake began and one stream started since"
+                    now = time.monotonic() + 1.0
+                    waiting = gateway.arrivals.waiting(now)
+                    assert waiting > 0.5
+                    silent = gateway.ledger.sweep(now, reconnecting=waiting)
+                    assert quiet in {t.node for t in silent}
+                    assert closed not in {t.node for t in silent}, "its new connection may be the one waiting"
+                    later = now + 31.0
+                    assert closed in {t.node for t in gateway.ledger.sweep(later, reconnecting=gateway.arrivals.waiting(later))}
+                    assert gateway.arrivals.pending == 0, "a connection that opened no stream is forgotten"
+                finally:
+                    hanging.close()
+                stay.set()
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())

@@ -108,3 +108,51 @@ def test_a_node_restored_as_silent_stays_silent_until_it_reports() -> None:
     assert ledger.sweep(now=10.0) == []
     assert not ledger.heard("n1", "de-halm", 1, (1,), now=11.0)
     assert [t.after for t in ledger.observe("n1", "de-halm", 1, [GpuReport(0, HEALTHY)], now=11.0)] == [HEALTHY]
+
+
+def test_a_node_whose_stream_ended_is_allowed_the_time_new_connections_wait() -> None:
+    """Its new connection may wait to be taken: not blamed for that, but for nothing more."""
+    ledger = Ledger("de-halm", silent_after=3.0)
+    for name in ("gone", "quiet"):
+        ledger.observe(name, "de-halm", 1, OK, now=0.0, signature=(1, 1))
+    ledger.closed("gone")
+    silent = ledger.sweep(now=3.5, reconnecting=5.0)
+    assert [(t.node, t.before, t.after) for t in silent] == [("quiet", HEALTHY, SILENT)], "an open stream gets no allowance"
+    assert ledger.sweep(now=7.9, reconnecting=5.0) == []
+    assert [t.node for t in ledger.sweep(now=8.1, reconnecting=5.0)] == ["gone"]
+
+
+def test_without_connections_waiting_a_node_whose_stream_ended_is_silent_as_any() -> None:
+    ledger = Ledger("de-halm", silent_after=3.0)
+    ledger.observe("gone", "de-halm", 1, OK, now=0.0, signature=(1, 1))
+    ledger.closed("gone")
+    assert [t.after for t in ledger.sweep(now=3.1)] == [SILENT]
+    assert ledger.sweep(now=30.0, reconnecting=20.0) == [], "once"
+
+
+def test_a_node_back_on_a_new_stream_is_swept_as_one_that_talks() -> None:
+    ledger = Ledger("de-halm", silent_after=3.0)
+    ledger.observe("n1", "de-halm", 1, OK, now=0.0, signature=(1, 1))
+    ledger.closed("n1")
+    assert ledger.heard("n1", "de-halm", 2, (1, 1), now=2.0)
+    ledger.closed("n1")  # the old stream's end noticed late: the node is talking again at its next report
+    assert ledger.heard("n1", "de-halm", 3, (1, 1), now=3.0)
+    assert ledger.sweep(now=5.9, reconnecting=60.0) == []
+    assert [t.node for t in ledger.sweep(now=6.1, reconnecting=60.0)] == ["n1"], "talking again: no allowance"
+
+
+def test_a_changed_report_on_a_new_stream_brings_the_node_back_too() -> None:
+    ledger = Ledger("de-halm", silent_after=3.0)
+    ledger.observe("n1", "de-halm", 1, OK, now=0.0, signature=(1, 1))
+    ledger.closed("n1")
+    failed = ledger.observe("n1", "de-halm", 2, [GpuReport(0, FAILED), GpuReport(1, HEALTHY)], now=1.0, signature=(3, 1))
+    assert [t.after for t in failed] == [FAILED, FAILED]
+    assert [t.node for t in ledger.sweep(now=4.1, reconnecting=60.0)] == ["n1"]
+
+
+def test_a_silent_node_whose_stream_ends_stays_silent_once() -> None:
+    ledger = Ledger("de-halm", silent_after=3.0)
+    ledger.observe("n1", "de-halm", 1, OK, now=0.0)
+    assert len(ledger.sweep(now=3.1)) == 1
+    ledger.closed("n1")
+    assert ledger.sweep(now=100.0) == []

@@ -257,6 +257,7 @@ class Counts:
     transitions = {"Failed": 1}  # noqa: RUF012
     streams = 3
     lag_seconds = 1.5
+    connections_waiting = 7
 
 
 def test_gateway_metrics_render_with_every_reason_from_zero() -> None:
@@ -273,3 +274,4 @@ def test_gateway_metrics_render_with_every_reason_from_zero() -> None:
     assert "# HELP gigafab_gateway_reports_total Health reports" in text
     assert families["gigafab_gateway_connected_agents"].type == "gauge"
     assert values[("gigafab_gateway_lag_seconds", (("site", "niemeyer"),))] == 1.5
+    assert values[("gigafab_gateway_waiting_connections", (("site", "niemeyer"),))] == 7

@@ -51,6 +51,18 @@ def test_every_object_is_labelled_for_its_tenant() -> None:
     assert all(m["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gigafab" for m in plan.objects)
 
 
+def test_namespaces_enforce_the_baseline_pod_security_standard() -> None:
+    plan = desired_objects("umcg", spec(namespaces=["umcg-a", "umcg-b"]), {})
+    namespaces = [m for m in plan.objects if m["kind"] == "Namespace"]
+    assert [m["metadata"]["name"] for m in namespaces] == ["umcg-a", "umcg-b"]
+    for namespace in namespaces:
+        labels = namespace["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+        assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    others = [m for m in plan.objects if m["kind"] != "Namespace"]
+    assert not any(key.startswith("pod-security") for m in others for key in m["metadata"]["labels"])
+
+
 def test_members_are_bound_by_role() -> None:
     members = [{"name": "a", "role": "admin"}, {"kind": "Group", "name": "g", "role": "viewer"}, {"name": "b", "role": "viewer"}]
     plan = desired_objects("t", spec(members=members), {})

@@ -98,6 +98,10 @@ class GatewayCounts(Protocol):
     def lag_seconds(self) -> float:
         """How far behind the gateway's event loop runs; added to the Silent threshold."""
 
+    @property
+    def connections_waiting(self) -> int:
+        """Connections whose handshake began and whose Report stream has not started yet."""
+
 
 class GatewayCollector(Collector):
     """A gateway's metrics, read from its counts at each scrape. ``reasons`` and ``states`` are
@@ -143,6 +147,14 @@ class GatewayCollector(Collector):
         )
         lag.add_metric([site], counts.lag_seconds)
         yield lag
+        waiting = GaugeMetricFamily(
+            "gigafab_gateway_waiting_connections",
+            "Connections whose handshake began and whose report stream the gateway has not started yet "
+            "(those that never open one are forgotten after a while).",
+            labels=["site"],
+        )
+        waiting.add_metric([site], counts.connections_waiting)
+        yield waiting
 
 
 def _counter(name: str, documentation: str, labels: list[str], rows: Iterable[tuple[list[str], float]]) -> CounterMetricFamily:
