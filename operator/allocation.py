@@ -12,6 +12,7 @@ takes back; the operator only says what each track is owed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,13 +20,18 @@ import kopf
 from gigafab.operator import conditions, telemetry
 from gigafab.operator.borrowing import Held
 from gigafab.operator.conditions import Condition
-from gigafab.operator.queues import site_quotas, track_objects
+from gigafab.operator.kube import Kube, collection_path
+from gigafab.operator.queues import KUEUE_API, MANAGED_BY, site_quotas, track_objects
 from gigafab.operator.site_health import ZONE_LABEL
 from gigafab.operator.state import Client, custom_path, first
 from gigafab.operator.tracks import shares_of, track_use
 from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION, PLURAL = "gigafab.nl", "v1alpha1", "allocationpolicies"
+PRUNED_KINDS = ("ClusterQueue", "WorkloadPriorityClass", "ResourceFlavor")
+"""Cluster-wide Kueue objects the policy owns, in the order stale ones are removed."""
+MANAGED_BY_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED_BY.items())
+log = logging.getLogger("gigafab.allocation")
 
 
 def healthy_by_site(indexes: Mapping[str, Any]) -> dict[str, int]:
@@ -79,13 +85,42 @@ _applied: dict[tuple[str, str], Mapping[str, Any]] = {}
 """What was last applied to Kueue, by (kind, name): only changes are sent."""
 
 
+_pruned: dict[str, frozenset[tuple[str, str]]] = {}
+"""``wanted``: the objects wanted when stale ones were last removed (none yet since the start: absent)."""
+
+
 def sync_queues(objects: list[dict[str, Any]]) -> None:
+    """Apply the Kueue objects that changed, then remove gigafab's that are no longer wanted: the flavor
+    of a deleted Site, the queue and priority class of a track taken out of the policy. Removal runs
+    when the wanted set changes (and once after a start, for what went while the operator was away);
+    ClusterQueues are applied first, so a flavor is no longer in use when it goes."""
     client = Client.get()
     for manifest in objects:
         key = (manifest["kind"], manifest["metadata"]["name"])
         if _applied.get(key) != manifest:
             client.apply(manifest)
             _applied[key] = manifest
+    wanted = frozenset((manifest["kind"], manifest["metadata"]["name"]) for manifest in objects)
+    if _pruned.get("wanted") != wanted:
+        prune(client, wanted)
+        _pruned["wanted"] = wanted
+
+
+def forget_applied() -> None:
+    """Kueue did not take what was sent: send and prune everything again next time."""
+    _applied.clear()
+    _pruned.clear()
+
+
+def prune(client: Kube, wanted: frozenset[tuple[str, str]]) -> None:
+    for kind in PRUNED_KINDS:
+        path = collection_path(KUEUE_API, kind)
+        for item in client.list(path, labels=MANAGED_BY_SELECTOR):
+            name = item["metadata"]["name"]
+            if (kind, name) not in wanted and not item["metadata"].get("deletionTimestamp"):
+                log.info("removing Kueue %s %s: no Site or track of the policy needs it any more", kind, name)
+                client.delete(f"{path}/{name}")
+                _applied.pop((kind, name), None)
 
 
 def refresh(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
@@ -111,7 +146,7 @@ def refresh(body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
             f"GPU(s) on {sum(1 for gpus in healthy.values() if gpus)} site(s)",
         )
     except ApiException as failure:
-        _applied.clear()
+        forget_applied()
         why = f"applying Kueue's queues failed ({failure.status}): {failure.reason}"
         ready = Condition("Ready", False, "KueueUnavailable", why)
     new = {

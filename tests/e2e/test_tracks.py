@@ -152,6 +152,24 @@ def test_quotas_shrink_with_the_healthy_gpus_of_a_site(kubectl: Kubectl, unique:
         eventually(lambda: quotas(kubectl, site, {"euro-hpc": 0, "national": 0, "regional": 0}))
 
 
+def test_a_deleted_site_leaves_no_flavor_behind(kubectl: Kubectl, unique: str) -> None:
+    """Its GPUs leave every track's ClusterQueue and its ResourceFlavor goes (allocation.prune); other
+    sites' flavors stay."""
+    flavor = "resourceflavors.v1beta2.kueue.x-k8s.io"
+    with lab_site(kubectl, f"{unique}-gone") as site:
+        assert kubectl.get(flavor, site)["spec"]["nodeLabels"] == {"topology.kubernetes.io/zone": site}
+        kubectl.run("delete", "site", site)
+
+        def gone() -> None:
+            for track in ("euro-hpc", "national", "regional"):
+                queue = kubectl.get("clusterqueues.v1beta2.kueue.x-k8s.io", track)
+                assert site not in {f["name"] for f in queue["spec"]["resourceGroups"][0]["flavors"]}
+            assert kubectl.get(flavor, site) is None
+
+        eventually(gone, timeout=60)
+    assert kubectl.get(flavor, "niemeyer") is not None
+
+
 def test_a_lowered_power_cap_sheds_preemptible_then_borrowed_work_and_suspends_what_fits_nowhere(
     kubectl: Kubectl, unique: str
 ) -> None:
