@@ -23,7 +23,7 @@ already behind.
 A node whose stream ended (its agent closed the connection: it restarts, or its
 network broke and it reconnects) is kept apart until it reports again. While the
 gateway itself still has connections to take (``sweep``'s ``reconnecting``: how long it
-has had new connections whose stream it has not started, see ``gateway.Arrivals``), such a
+has had new connections whose stream it has not started, see ``arrivals.Arrivals``), such a
 node is allowed that much longer too: its new connection may be among those waiting.
 A node whose stream stays open but falls quiet (a partition, a dead node) gets no such
 allowance.

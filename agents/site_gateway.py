@@ -93,7 +93,7 @@ class SiteGateway:
                 "nodes": len(self.ledger.nodes),
                 "silenced": self.silenced,
                 "lag_s": round(self.service.lag_seconds, 3),
-                "connections_waiting": self.service.arrivals.pending,
+                "connections_waiting": self.service.connections_waiting,
                 "latency_p50": quantile(latencies, 0.50),
                 "latency_p99": quantile(latencies, 0.99),
                 "samples": len(latencies),

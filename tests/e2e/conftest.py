@@ -50,9 +50,18 @@ class Kubectl:
         return self.run("apply", "-f", "-", stdin=yaml.safe_dump_all(objects), check=check, as_user=as_user, groups=groups)
 
     def create(
-        self, *objects: dict[str, Any], check: bool = True, as_user: str | None = None, groups: tuple[str, ...] = ()
+        self,
+        *objects: dict[str, Any],
+        check: bool = True,
+        as_user: str | None = None,
+        groups: tuple[str, ...] = (),
+        dry_run: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        return self.run("create", "-f", "-", stdin=yaml.safe_dump_all(objects), check=check, as_user=as_user, groups=groups)
+        """``kubectl create``; ``dry_run``: on the server (admission runs, nothing is stored)."""
+        where = ("--dry-run=server",) if dry_run else ()
+        return self.run(
+            "create", *where, "-f", "-", stdin=yaml.safe_dump_all(objects), check=check, as_user=as_user, groups=groups
+        )
 
     def get(self, *args: str) -> Any:
         answer = self.run("get", *args, "-o", "json", check=False)

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.e2e.conftest import Kubectl, condition, eventually, tenant
+from tests.e2e.conftest import Kubectl, eventually, tenant
+from tests.e2e.test_workloads import tenant_ready
 
 OPERATOR = "gigafab-operator"
 BYSTANDER = "bystander"
@@ -29,7 +29,7 @@ CONFINED = "the gigafab operator writes only in tenant namespaces"
 @pytest.fixture(scope="module")
 def tenant_namespace(kubectl: Kubectl) -> Iterator[str]:
     kubectl.apply(tenant("confined", members=[{"name": "someone", "role": "admin"}]))
-    eventually(lambda: _assert_ready(kubectl, "confined"))
+    eventually(lambda: tenant_ready(kubectl, "confined"))
     kubectl.run("create", "namespace", BYSTANDER)
     kubectl.apply(
         {
@@ -110,19 +110,11 @@ def test_the_operator_binds_only_the_tenant_roles(kubectl: Kubectl, tenant_names
 def test_in_a_tenant_namespace_the_same_writes_pass(kubectl: Kubectl, tenant_namespace: str) -> None:
     """The check can fail: the policy refuses by namespace, not every write of the operator."""
     for manifest in (binding(tenant_namespace, "gigafab-tenant-viewer"), deployment(tenant_namespace)):
-        answer = kubectl.run("create", "--dry-run=server", "-f", "-", stdin=_yaml(manifest), as_user=OPERATOR, check=False)
+        answer = kubectl.create(manifest, as_user=OPERATOR, check=False, dry_run=True)
         assert answer.returncode == 0, answer.stderr
 
 
 def test_other_users_are_not_confined(kubectl: Kubectl, tenant_namespace: str) -> None:
     """The policy matches the operator's user only: an administrator still writes where it must."""
-    answer = kubectl.run("create", "--dry-run=server", "-f", "-", stdin=_yaml(binding(BYSTANDER, "pod-reader")), check=False)
+    answer = kubectl.create(binding(BYSTANDER, "pod-reader"), check=False, dry_run=True)
     assert answer.returncode == 0, answer.stderr
-
-
-def _yaml(manifest: dict[str, Any]) -> str:
-    return str(yaml.safe_dump(manifest))
-
-
-def _assert_ready(kubectl: Kubectl, name: str) -> None:
-    assert condition(kubectl.get("tenant", name), "Ready")["status"] == "True"
