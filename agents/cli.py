@@ -30,6 +30,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     gateway.add_argument("--stats-file", help="write counters and report latencies here every 2 s (benchmarks)")
     gateway.add_argument("--metrics-address", help="HOST:PORT to serve Prometheus metrics on (default: none)")
     gateway.add_argument(
+        "--edge",
+        type=Path,
+        help="the gigafab-edge binary: carry the agents' mTLS and gRPC in that compiled process (for thousands of "
+        "agents; `gigafab gateway-edge` builds it) instead of grpc.aio in this one",
+    )
+    gateway.add_argument(
         "--otlp-endpoint",
         help="export traces over OTLP/gRPC, e.g. http://collector:4317 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
     )
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             fence_after=args.fence_after,
             stats_file=args.stats_file,
             metrics_address=args.metrics_address,
+            edge=args.edge,
         )
         traces = tracing.configure("gigafab-gateway", args.otlp_endpoint)
         try:

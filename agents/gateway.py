@@ -22,8 +22,9 @@ from __future__ import annotations
 import collections
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NoReturn, Protocol
 
 import grpc
 from gigafab.agents.arrivals import Arrivals
@@ -87,6 +88,25 @@ STATUS_OF = {
 }
 
 
+class Call(Protocol):
+    """What ``Report`` uses of its call: grpc.aio's ``ServicerContext``, or a stream of the compiled edge
+    (``edge.EdgeStream``)."""
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
+
+    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None: ...
+
+    async def abort(self, code: grpc.StatusCode, details: str = ...) -> NoReturn: ...
+
+
+class Listener(Protocol):
+    """Where a gateway takes its agents' connections: a grpc.aio server, or the edge (``edge.EdgeServer``)."""
+
+    async def stop(self, grace: float | None) -> None: ...
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool: ...
+
+
 class Oversized(ValueError):
     """A frame larger than any report."""
 
@@ -123,15 +143,28 @@ class Speaker:
     """Seconds the agent waits without contact before it fences (``FENCE_AFTER_HEADER``); None: not said."""
 
 
-def speaker_of(context: grpc.aio.ServicerContext) -> Speaker:
-    peer = context.auth_context()
-    names, pems = peer.get("x509_common_name", []), peer.get("x509_pem_cert", [])
-    declared = dict(context.invocation_metadata() or ()).get(FENCE_AFTER_HEADER)
+def speaker_from(node: str, certificate: bytes | None, declared: str | bytes | None) -> Speaker:
+    """Who holds a stream: its certificate's common name ``node``, the certificate (PEM: its sites), and the
+    ``FENCE_AFTER_HEADER`` it sent."""
     try:
         fence_after = None if declared is None else float(declared)
     except ValueError:
         fence_after = float("inf")  # unreadable: as good as never fencing
-    return Speaker(names[0].decode() if names else "", certificate_sites(pems[0]) if pems else frozenset(), fence_after)
+    return Speaker(node, certificate_sites(certificate) if certificate else frozenset(), fence_after)
+
+
+def speaker_of(context: Call) -> Speaker:
+    peer = context.auth_context()
+    names, pems = peer.get("x509_common_name", []), peer.get("x509_pem_cert", [])
+    declared = dict(context.invocation_metadata() or ()).get(FENCE_AFTER_HEADER)
+    return speaker_from(names[0].decode() if names else "", pems[0] if pems else None, declared)
+
+
+def frame_refusal(error: DecodeError | Oversized) -> Refused:
+    """The refusal of a frame that is no report: too large, or not a ``ReportRequest``."""
+    if isinstance(error, Oversized):
+        return Refused("oversized", str(error))
+    return Refused("malformed", f"not a ReportRequest: {error}")
 
 
 def check_speaker(node: str, speaker: Speaker, site: str, fence_after: float | None = None) -> None:
@@ -184,57 +217,93 @@ class HealthGateway(service.HealthServiceServicer):
     def connections_waiting(self) -> int:
         return self.arrivals.pending
 
+    def open(self, holder: Speaker) -> Stream:
+        """A Report stream of ``holder`` starts (``Stream.close`` when it ends)."""
+        return Stream(self, holder)
+
     async def Report(
-        self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: Call
     ) -> AsyncIterator[health_pb2.ReportResponse]:
-        self.arrivals.taken()
-        speaker = speaker_of(context)
-        first, told_to_fence = True, False
-        self.streams += 1
+        stream = self.open(speaker_of(context))
         try:
             async for request in request_iterator:
-                node = request.node
                 try:
-                    check_speaker(node.node, speaker, self.ledger.site, self.fence_after)
-                    now = self.clock()
-                    signature = tuple([gpu.health for gpu in request.gpus])
-                    if self.ledger.heard(node.node, node.site, request.sequence, signature, now):
-                        transitions = []
-                    else:
-                        reports = gpu_reports(request)
-                        transitions = self.ledger.observe(node.node, node.site, request.sequence, reports, now, signature)
+                    transitions = stream.take(request)
                 except Refused as refusal:
-                    self.refused[refusal.reason] += 1
                     await context.abort(STATUS_OF[refusal.reason], details(refusal))
-                self.reports += 1
-                sent = request.sent_at
-                if sent.seconds:
-                    self.latencies.append(time.time() - sent.seconds - sent.nanos / 1e9)
-                recorded = True
-                if transitions:
-                    recorded = await self.record(transitions)
-                if self.fence_reason is not None:
-                    told_to_fence = True
-                    yield health_pb2.ReportResponse(fence=health_pb2.Fence(reason=self.fence_reason))
-                elif (transitions and recorded) or first or told_to_fence:
-                    first = told_to_fence = False
-                    yield health_pb2.ReportResponse(ack=health_pb2.Acknowledgement(sequence=request.sequence))
-        except DecodeError as garbage:  # a frame that is not a ReportRequest ends the stream
-            self.refused["malformed"] += 1
-            await context.abort(STATUS_OF["malformed"], f"not a ReportRequest: {garbage}")
-        except Oversized as oversized:
-            self.refused["oversized"] += 1
-            await context.abort(STATUS_OF["oversized"], str(oversized))
+                recorded = await self.record(transitions) if transitions else True
+                answer = stream.answer(request, transitions, recorded)
+                if answer is not None:
+                    yield answer
+        except (DecodeError, Oversized) as bad:  # a frame that is no report ends the stream
+            unreadable = stream.refuse(frame_refusal(bad))
+            await context.abort(STATUS_OF[unreadable.reason], details(unreadable))
         finally:
-            self.streams -= 1
-            if not first:  # it reported here: until it does again it may be reconnecting
-                self.ledger.closed(speaker.node)
+            stream.close()
 
     async def record(self, transitions: Sequence[Transition]) -> bool:
         """Count ``transitions`` and hand them to the sink; False when they could not be recorded now."""
         self.transitions.update(transition.after for transition in transitions)
         with span("gateway.record", site=self.ledger.site, transitions=len(transitions)):
             return await self.sink(transitions) is not False
+
+
+class Stream:
+    """One agent's Report stream, as the gateway takes it: whichever way its frames arrive (grpc.aio's
+    ``Report``, or the compiled edge: ``edge``), its reports are checked, taken into the ledger, counted
+    and answered here, and nowhere else."""
+
+    def __init__(self, gateway: HealthGateway, holder: Speaker) -> None:
+        self.gateway, self.holder = gateway, holder
+        self.first = True
+        """No report of this stream was taken yet."""
+        self.told_to_fence = False
+        gateway.arrivals.taken()
+        gateway.streams += 1
+
+    def take(self, request: health_pb2.ReportRequest) -> list[Transition]:
+        """Check ``request`` and take it into the ledger; the transitions it makes (to record). Raises
+        ``Refused`` (counted) for a report the gateway will not take: the stream must then end."""
+        gateway, node = self.gateway, request.node
+        try:
+            check_speaker(node.node, self.holder, gateway.ledger.site, gateway.fence_after)
+            now = gateway.clock()
+            signature = tuple([gpu.health for gpu in request.gpus])
+            if gateway.ledger.heard(node.node, node.site, request.sequence, signature, now):
+                transitions = []
+            else:
+                transitions = gateway.ledger.observe(node.node, node.site, request.sequence, gpu_reports(request), now, signature)
+        except Refused as refusal:
+            raise self.refuse(refusal) from None
+        gateway.reports += 1
+        sent = request.sent_at
+        if sent.seconds:
+            gateway.latencies.append(time.time() - sent.seconds - sent.nanos / 1e9)
+        return transitions
+
+    def refuse(self, refusal: Refused) -> Refused:
+        """Count ``refusal``; returns it."""
+        self.gateway.refused[refusal.reason] += 1
+        return refusal
+
+    def answer(
+        self, request: health_pb2.ReportRequest, transitions: Sequence[Transition], recorded: bool
+    ) -> health_pb2.ReportResponse | None:
+        """What to answer a report taken: a ``Fence`` while the site's agents must fence; an acknowledgement
+        of the stream's first report, of a change recorded, and of the first report after a fence; else nothing."""
+        if self.gateway.fence_reason is not None:
+            self.told_to_fence = True
+            return health_pb2.ReportResponse(fence=health_pb2.Fence(reason=self.gateway.fence_reason))
+        if (transitions and recorded) or self.first or self.told_to_fence:
+            self.first = self.told_to_fence = False
+            return health_pb2.ReportResponse(ack=health_pb2.Acknowledgement(sequence=request.sequence))
+        return None
+
+    def close(self) -> None:
+        """The stream ended."""
+        self.gateway.streams -= 1
+        if not self.first:  # it reported here: until it does again it may be reconnecting
+            self.gateway.ledger.closed(self.holder.node)
 
 
 ACCEPT_LOOPS = 4

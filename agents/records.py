@@ -126,12 +126,15 @@ class EtcdRecords:
         """The transaction compare: the site's gateway key still holds this gateway's identity."""
         return self.client.transactions.value(gateway_key(self.ledger.site)) == self.identity
 
+    def vouched_until(self) -> float:
+        """Until when (monotonic) this gateway vouches for its site: from then on its agents must fence."""
+        return self.contact + self.fence_after - FENCE_NOTICE
+
     def fence_reason(self, now: float) -> str | None:
         """Why the site's agents must fence now, or None while this gateway has contact."""
-        silent_for = now - self.contact
-        if silent_for < self.fence_after - FENCE_NOTICE:
+        if now < self.vouched_until():
             return None
-        return f"gateway of {self.ledger.site} has had no contact with etcd for {silent_for:.1f} s"
+        return f"gateway of {self.ledger.site} has had no contact with etcd for {now - self.contact:.1f} s"
 
     async def restore(self) -> None:
         now = time.monotonic()

@@ -1,10 +1,10 @@
 """``gigafab gateway --site S``: the health gateway of one site, end to end.
 
-Serves ``HealthService`` over mTLS, keeps the ledger, sweeps it for silent nodes
-ten times a second (allowing for its own lag: ``ledger.Lag``, and, for nodes whose stream
-ended, for the connections it has not taken yet: ``arrivals.Arrivals``), and writes every
-transition to etcd under the gateway's lease. With ``metrics_address`` it serves its
-metrics there (``gigafab.telemetry.metrics``).
+Serves ``HealthService`` over mTLS (grpc.aio in this process, or through the compiled edge:
+``edge``), keeps the ledger, sweeps it for silent nodes ten times a second (allowing for its
+own lag: ``ledger.Lag``, and, for nodes whose stream ended, for the connections it has not
+taken yet: ``arrivals.Arrivals``), and writes every transition to etcd under the gateway's
+lease. With ``metrics_address`` it serves its metrics there (``gigafab.telemetry.metrics``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 import aetcd
-import grpc
-from gigafab.agents.gateway import STATUS_OF, HealthGateway, serve_shared
+from gigafab.agents.gateway import STATUS_OF, HealthGateway, Listener, serve_shared
 from gigafab.agents.ledger import DEGRADED, FAILED, HEALTHY, SILENT, Ledger
 from gigafab.agents.records import ETCD_CHANNEL, EtcdRecords
 from gigafab.agents.tls import GatewayTls
@@ -43,6 +42,9 @@ class GatewayConfig:
     """Where to write counters and latencies every 2 s, as JSON (for benchmarks)."""
     metrics_address: str | None = None
     """``HOST:PORT`` to serve Prometheus metrics on (None: none)."""
+    edge: Path | None = None
+    """The ``gigafab-edge`` binary, to carry the agents' connections in a compiled process (``edge``);
+    None: grpc.aio servers in this one."""
 
 
 class SiteGateway:
@@ -55,7 +57,7 @@ class SiteGateway:
         identity = f"{socket.gethostname()}/{config.site}/{time.time_ns()}"
         self.records = EtcdRecords(self.client, self.ledger, identity, ttl=config.lease_ttl, fence_after=config.fence_after)
         self.service = HealthGateway(self.ledger, self.records, fence_after=config.fence_after)
-        self.servers: list[grpc.aio.Server] = []
+        self.servers: list[Listener] = []
         self.port = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[bool]] = set()
@@ -65,7 +67,16 @@ class SiteGateway:
 
     async def start(self) -> int:
         await self.records.start()
-        self.servers, self.port = await serve_shared(self.service, self.config.listen, self.config.tls)
+        if self.config.edge is not None:
+            from gigafab.agents.edge import serve_edge
+
+            edge, self.port = await serve_edge(
+                self.service, self.config.listen, self.config.tls, self.config.edge, self.records.vouched_until
+            )
+            self.servers = [edge]
+        else:
+            grpc_servers, self.port = await serve_shared(self.service, self.config.listen, self.config.tls)
+            self.servers = list(grpc_servers)
         self._sweeper = asyncio.create_task(self._sweep())
         if self.config.metrics_address:
             self.metrics = self._serve_metrics(self.config.metrics_address)

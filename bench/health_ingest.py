@@ -10,13 +10,14 @@ program in bench/loadgen (built once into the cache): a Python generator would n
 more cores than the machine has to produce 10,000 reports/s, and would starve the
 gateway it is measuring. Prints sustained reports/s, p50/p99 from a report's send
 time to its state in the gateway's ledger, and the gateway's CPU (cores) and RSS over
-the steady window, and how many nodes were declared Silent in it (every agent keeps
+the steady window (with its edge's, ``--edge``), and how many nodes were declared Silent in it (every agent keeps
 reporting, so any is a false Silent). Runs on its own ports; leaves nothing running.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from gigafab.local import components
 from gigafab.local.layout import Layout, Ports, cache_home
 from gigafab.local.pki import Authority, node_identity
 from gigafab.local.processes import Supervisor
-from gigafab.local.toolchain import go_binary
+from gigafab.local.toolchain import ensure_gateway_edge, go_binary
 
 SITE = "de-halm"
 PREFIX = f"{SITE}-bench-"
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=120, help="at most this long for every agent to connect")
     parser.add_argument("--generators", type=int, default=1, help="load-generator processes")
     parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--edge", action="store_true", help="the gateway takes connections through its compiled edge")
     run(parser.parse_args())
 
 
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> None:
                 f"--ca={pki.pair.cert}",
                 f"--etcd=127.0.0.1:{layout.ports.etcd_client}",
                 f"--stats-file={stats}",
+                *edge_option(args.edge),
             ],
             stderr=subprocess.DEVNULL,
         )
@@ -186,8 +189,27 @@ def wait_for_everyone(stats: Path, agents: int, limit: float) -> float | None:
 
 
 def cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
+    """CPU seconds of ``process`` and of its children still running (a gateway's edge)."""
+    total = 0.0
+    for each in (process, *process.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = each.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def rss(process: psutil.Process) -> int:
+    """Resident bytes of ``process`` and of its children still running."""
+    total = 0
+    for each in (process, *process.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += each.memory_info().rss
+    return total
+
+
+def edge_option(wanted: bool) -> list[str]:
+    """The gateway's ``--edge`` option when ``wanted``: its compiled edge, built into the cache if needed."""
+    return [f"--edge={ensure_gateway_edge(Layout.default())}"] if wanted else []
 
 
 def measure(gateway: psutil.Process, loads: list[psutil.Process], stats: Path, seconds: float) -> dict[str, object]:
@@ -212,7 +234,7 @@ def measure(gateway: psutil.Process, loads: list[psutil.Process], stats: Path, s
         "latency_p99_ms_worst_window": round(1000 * max(p99s), 2) if p99s else None,
         "gateway_cpu_cores": round((cpu(gateway) - cpu_before) / elapsed, 2),
         "load_generators_cpu_cores": round((sum(cpu(p) for p in loads) - load_before) / elapsed, 2),
-        "gateway_rss_mb": round(gateway.memory_info().rss / 2**20, 1),
+        "gateway_rss_mb": round(rss(gateway) / 2**20, 1),
         "refused": sample["refused"],
         "nodes_in_ledger": sample["nodes"],
         "false_silent_while_measuring": sample["silenced"] - before["silenced"],

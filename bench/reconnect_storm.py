@@ -48,7 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gigafab.agents.records import gateway_key, site_prefix
 from gigafab.agents.site_gateway import quantile
-from health_ingest import PREFIX, SITE, cpu, loadgen, node, start_loadgen, wait_for_everyone
+from health_ingest import PREFIX, SITE, cpu, edge_option, loadgen, node, rss, start_loadgen, wait_for_everyone
 
 from gigafab.local import components
 from gigafab.local.layout import Layout, Ports
@@ -104,7 +104,7 @@ class Plane:
         return Sample(
             time.time(),
             cpu(process),
-            process.memory_info().rss,
+            rss(process),
             metrics["gigafab_gateway_reports_total"],
             metrics["gigafab_gateway_connected_agents"],
         )
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10, help="seconds watched after each storm (at least)")
     parser.add_argument("--bound", type=float, default=60, help="an agent not back within these seconds never came back")
     parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--edge", action="store_true", help="the gateway takes connections through its compiled edge")
     sys.exit(0 if run(parser.parse_args()) else 1)
 
 
@@ -171,7 +172,7 @@ def start(
     storming: int,
 ) -> Plane:
     """Start the gateway and the two load generators (the steady agents and the reconnecting ones)."""
-    gateway = start_gateway(layout, pki, root / "stats.json", root / "gateway.log")
+    gateway = start_gateway(layout, pki, root / "stats.json", root / "gateway.log", edge_option(args.edge))
     processes.append(gateway)
     time.sleep(3)
     if gateway.poll() is not None:
@@ -186,7 +187,7 @@ def start(
     return Plane(root, gateway, steady, reconnecting, ports.gateway_metrics, ports.etcd_client, storming_agents.start)
 
 
-def start_gateway(layout: Layout, pki: Authority, stats: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_gateway(layout: Layout, pki: Authority, stats: Path, log: Path, options: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
     with log.open("ab") as output:
         return subprocess.Popen(
@@ -203,6 +204,7 @@ def start_gateway(layout: Layout, pki: Authority, stats: Path, log: Path) -> sub
                 f"--etcd=127.0.0.1:{layout.ports.etcd_client}",
                 f"--stats-file={stats}",
                 f"--metrics-address=127.0.0.1:{layout.ports.gateway_metrics}",
+                *options,
             ],
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -142,6 +142,8 @@ class Gateway:
     port: int
     metrics_url: str
     log: Path
+    frontend: str
+    """How it takes connections: grpc.aio, or its edge."""
 
     def assert_alive(self) -> None:
         """Its process runs, and it logged no Python error (an exception in a background task, say)."""
@@ -316,9 +318,14 @@ def etcd(etcd_port: int) -> Iterator[Etcd]:
     client.close()
 
 
-@pytest.fixture(scope="module")
-def gateway(pki: Authority, etcd: Etcd, etcd_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=["grpc.aio", "edge"])
+def gateway(
+    request: pytest.FixtureRequest, pki: Authority, etcd: Etcd, etcd_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """The gateway process, taking its connections in each of its two ways: grpc.aio, and its compiled edge."""
     etcd.run(etcd.client.delete_prefix(site_prefix(SITE).encode()))
+    TRIED.clear()
+    TAKEN.clear()
     served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
     port, metrics_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
@@ -326,10 +333,11 @@ def gateway(pki: Authority, etcd: Etcd, etcd_port: int, tmp_path_factory: pytest
         *(sys.executable, "-m", "gigafab", "gateway", f"--site={SITE}", f"--listen=127.0.0.1:{port}"),
         *(f"--cert={served.cert}", f"--key={served.key}", f"--ca={pki.pair.cert}", f"--etcd=127.0.0.1:{etcd_port}"),
         *("--silent-after=30", "--fence-after=30", f"--metrics-address=127.0.0.1:{metrics_port}"),
+        *([f"--edge={request.getfixturevalue('edge_binary')}"] if request.param == "edge" else []),
     ]
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    running = Gateway(process, port, f"http://127.0.0.1:{metrics_port}/metrics", log)
+    running = Gateway(process, port, f"http://127.0.0.1:{metrics_port}/metrics", log, request.param)
     try:
         wait_until_serving(running, pki)
         yield running
@@ -365,7 +373,8 @@ def plane(gateway: Gateway, pki: Authority, etcd: Etcd) -> Iterator[Plane]:
         assert agent.call.code() == grpc.StatusCode.OK, "the good agent's stream ends as it closes it, never broken"
         families = ", ".join(f"{family} {count}" for family, count in sorted(TRIED.items()))
         print(
-            f"\nfuzzed: {sum(TRIED.values())} inputs ({families}; {sum(TAKEN.values())} reports among them taken), "
+            f"\nfuzzed ({gateway.frontend}): {sum(TRIED.values())} inputs ({families}; "
+            f"{sum(TAKEN.values())} reports among them taken), "
             f"gateway alive, good agent served ({len(agent.recorded)} states acknowledged and in etcd)"
         )
 

@@ -4,17 +4,21 @@ with the right status and a count, everything else, while serving good agents on
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import queue
 import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from gigafab.agents.edge import EdgeLost, serve_edge
 from gigafab.agents.fencing import FENCE_AFTER_HEADER
-from gigafab.agents.gateway import HealthGateway, serve, serve_shared
+from gigafab.agents.gateway import HealthGateway, Listener, serve, serve_shared
 from gigafab.agents.ledger import Ledger, Transition
 from gigafab.agents.tls import GatewayTls, site_group
 from grpc_health.v1 import health_pb2 as checks_pb2
@@ -24,6 +28,25 @@ from gigafab.health.v1 import health_pb2, health_pb2_grpc
 from gigafab.local.pki import Authority, ClientIdentity, Pair
 
 SITE = "de-halm"
+Start = Callable[[HealthGateway, GatewayTls], Awaitable[tuple[Listener, int]]]
+"""Serves a gateway on a free port of loopback; returns what stops it, and the port."""
+
+
+@pytest.fixture(params=["grpc.aio", "edge"])
+def start(request: pytest.FixtureRequest) -> Start:
+    """Every test runs on both ways the gateway takes connections: grpc.aio, and the compiled edge."""
+    if request.param == "edge":
+        binary = request.getfixturevalue("edge_binary")
+
+        async def through_edge(gateway: HealthGateway, tls: GatewayTls) -> tuple[Listener, int]:
+            return await serve_edge(gateway, "127.0.0.1:0", tls, binary)
+
+        return through_edge
+
+    async def in_process(gateway: HealthGateway, tls: GatewayTls) -> tuple[Listener, int]:
+        return await serve(gateway, "127.0.0.1:0", tls)
+
+    return in_process
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +95,13 @@ async def exchange(
         return [answer async for answer in stub.Report(iter(requests), timeout=10, metadata=metadata)]
 
 
-async def scenario(pki: Authority, body: object, fence_after: float | None = None) -> tuple[HealthGateway, Recorder]:
+async def scenario(
+    pki: Authority, start: Start, body: object, fence_after: float | None = None
+) -> tuple[HealthGateway, Recorder]:
     recorder = Recorder()
     gateway = HealthGateway(Ledger(SITE), recorder, fence_after=fence_after)
     server_pair = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
-    server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(server_pair.cert, server_pair.key, pki.pair.cert))
+    server, port = await start(gateway, GatewayTls(server_pair.cert, server_pair.key, pki.pair.cert))
     try:
         await body(port)  # type: ignore[operator]
     finally:
@@ -84,7 +109,7 @@ async def scenario(pki: Authority, body: object, fence_after: float | None = Non
     return gateway, recorder
 
 
-def test_first_and_changed_reports_are_acknowledged_and_only_transitions_recorded(pki: Authority) -> None:
+def test_first_and_changed_reports_are_acknowledged_and_only_transitions_recorded(pki: Authority, start: Start) -> None:
     node = agent_cert(pki, "de-halm-gpu-000")
 
     async def body(port: int) -> None:
@@ -99,7 +124,7 @@ def test_first_and_changed_reports_are_acknowledged_and_only_transitions_recorde
         )
         assert [a.ack.sequence for a in answers] == [1, 3]
 
-    gateway, recorder = asyncio.run(scenario(pki, body))
+    gateway, recorder = asyncio.run(scenario(pki, start, body))
     assert [(t.gpu, t.after) for t in recorder.transitions] == [
         (0, "Healthy"),
         (None, "Healthy"),
@@ -138,7 +163,12 @@ def test_first_and_changed_reports_are_acknowledged_and_only_transitions_recorde
     ],
 )
 def test_refused_reports_get_their_status_and_the_gateway_serves_on(
-    pki: Authority, speaker: str | tuple[str, ...], requests: list[health_pb2.ReportRequest], code: grpc.StatusCode, reason: str
+    pki: Authority,
+    start: Start,
+    speaker: str | tuple[str, ...],
+    requests: list[health_pb2.ReportRequest],
+    code: grpc.StatusCode,
+    reason: str,
 ) -> None:
     name, *sites = (speaker, SITE) if isinstance(speaker, str) else speaker  # (node, its sites...)
     certificate = agent_cert(pki, name, tuple(sites))
@@ -151,11 +181,11 @@ def test_refused_reports_get_their_status_and_the_gateway_serves_on(
         answers = await exchange(port, pki, good, report("de-halm-gpu-009", 1))
         assert answers[0].ack.sequence == 1
 
-    gateway, _ = asyncio.run(scenario(pki, body))
+    gateway, _ = asyncio.run(scenario(pki, start, body))
     assert gateway.refused[reason] == 1
 
 
-def test_no_client_certificate_is_refused(pki: Authority) -> None:
+def test_no_client_certificate_is_refused(pki: Authority, start: Start) -> None:
     async def body(port: int) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await exchange(port, pki, None, report("de-halm-gpu-000", 1))
@@ -163,11 +193,11 @@ def test_no_client_certificate_is_refused(pki: Authority) -> None:
         answers = await exchange(port, pki, agent_cert(pki, "de-halm-gpu-000"), report("de-halm-gpu-000", 1))
         assert len(answers) == 1
 
-    _, recorder = asyncio.run(scenario(pki, body))
+    _, recorder = asyncio.run(scenario(pki, start, body))
     assert {t.node for t in recorder.transitions} == {"de-halm-gpu-000"}
 
 
-def test_oversized_and_garbage_frames_are_refused(pki: Authority) -> None:
+def test_oversized_and_garbage_frames_are_refused(pki: Authority, start: Start) -> None:
     node = agent_cert(pki, "de-halm-gpu-005")
 
     async def body(port: int) -> None:
@@ -186,11 +216,11 @@ def test_oversized_and_garbage_frames_are_refused(pki: Authority) -> None:
         answers = await exchange(port, pki, node, report("de-halm-gpu-005", 1))
         assert len(answers) == 1
 
-    gateway, _ = asyncio.run(scenario(pki, body))
+    gateway, _ = asyncio.run(scenario(pki, start, body))
     assert (gateway.refused["malformed"], gateway.refused["oversized"]) == (1, 1)
 
 
-def test_standard_health_service_says_serving(pki: Authority) -> None:
+def test_standard_health_service_says_serving(pki: Authority, start: Start) -> None:
     node = agent_cert(pki, "de-halm-gpu-006")
 
     async def body(port: int) -> None:
@@ -200,10 +230,10 @@ def test_standard_health_service_says_serving(pki: Authority) -> None:
             )
             assert answer.status == checks_pb2.HealthCheckResponse.SERVING
 
-    asyncio.run(scenario(pki, body))
+    asyncio.run(scenario(pki, start, body))
 
 
-def test_a_certificate_from_another_ca_is_refused(pki: Authority, tmp_path: Path) -> None:
+def test_a_certificate_from_another_ca_is_refused(pki: Authority, start: Start, tmp_path: Path) -> None:
     stranger = Authority(tmp_path)
     stranger.ensure()
     forged = stranger.issue_client(ClientIdentity("agent-x", "de-halm-gpu-000"))
@@ -213,11 +243,11 @@ def test_a_certificate_from_another_ca_is_refused(pki: Authority, tmp_path: Path
             await exchange(port, pki, forged, report("de-halm-gpu-000", 1))
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
-    _, recorder = asyncio.run(scenario(pki, body))
+    _, recorder = asyncio.run(scenario(pki, start, body))
     assert recorder.transitions == []
 
 
-def test_certificates_are_reloaded_when_they_change_on_disk(pki: Authority, tmp_path: Path) -> None:
+def test_certificates_are_reloaded_when_they_change_on_disk(pki: Authority, start: Start, tmp_path: Path) -> None:
     other = Authority(tmp_path / "other", "another-ca")
     other.ensure()
     newcomer = other.issue_client(ClientIdentity("agent-new", "de-halm-gpu-007", (site_group(SITE),)))
@@ -227,7 +257,7 @@ def test_certificates_are_reloaded_when_they_change_on_disk(pki: Authority, tmp_
 
     async def main() -> None:
         gateway = HealthGateway(Ledger(SITE), Recorder())
-        server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(served.cert, served.key, trusted))
+        server, port = await start(gateway, GatewayTls(served.cert, served.key, trusted))
         try:
             with pytest.raises(grpc.aio.AioRpcError):
                 await exchange(port, pki, newcomer, report("de-halm-gpu-007", 1))
@@ -241,7 +271,7 @@ def test_certificates_are_reloaded_when_they_change_on_disk(pki: Authority, tmp_
     asyncio.run(main())
 
 
-def test_repeated_reports_take_the_fast_path_and_a_change_does_not(pki: Authority) -> None:
+def test_repeated_reports_take_the_fast_path_and_a_change_does_not(pki: Authority, start: Start) -> None:
     node = agent_cert(pki, "de-halm-gpu-010")
     observed: list[int] = []
 
@@ -253,7 +283,7 @@ def test_repeated_reports_take_the_fast_path_and_a_change_does_not(pki: Authorit
     async def main() -> None:
         gateway = HealthGateway(CountingLedger(SITE), Recorder())
         served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
-        server, port = await serve(gateway, "127.0.0.1:0", GatewayTls(served.cert, served.key, pki.pair.cert))
+        server, port = await start(gateway, GatewayTls(served.cert, served.key, pki.pair.cert))
         try:
             repeated = [report("de-halm-gpu-010", sequence) for sequence in range(1, 6)]
             await exchange(port, pki, node, *repeated, report("de-halm-gpu-010", 6, health_pb2.HEALTH_FAILED))
@@ -265,7 +295,7 @@ def test_repeated_reports_take_the_fast_path_and_a_change_does_not(pki: Authorit
     assert observed == [1, 6], "only the first report and the change are decoded into GPU reports"
 
 
-def test_a_refusal_quoting_a_huge_report_reaches_the_agent_with_its_own_status(pki: Authority) -> None:
+def test_a_refusal_quoting_a_huge_report_reaches_the_agent_with_its_own_status(pki: Authority, start: Start) -> None:
     """A refusal's message quotes the report's node or site; cut short, so that the client gets the refusal
     and not a status trailer over gRPC's 16 KiB limit (which it would see as RESOURCE_EXHAUSTED)."""
     node = agent_cert(pki, "de-halm-gpu-011")
@@ -277,13 +307,13 @@ def test_a_refusal_quoting_a_huge_report_reaches_the_agent_with_its_own_status(p
             assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert len(refused.value.details() or "") < 1_000
 
-    gateway, _ = asyncio.run(scenario(pki, body))
+    gateway, _ = asyncio.run(scenario(pki, start, body))
     assert (gateway.refused["identity_mismatch"], gateway.refused["wrong_site"]) == (1, 1)
 
 
 @pytest.mark.parametrize(("declared", "taken"), [("4", True), ("2.5", True), ("30", False), ("soon", False), (None, True)])
 def test_an_agent_that_would_fence_later_than_the_gateway_promised_is_refused(
-    pki: Authority, declared: str | None, taken: bool
+    pki: Authority, start: Start, declared: str | None, taken: bool
 ) -> None:
     node = f"de-halm-gpu-02{len(declared or '')}"
     metadata = () if declared is None else ((FENCE_AFTER_HEADER, declared),)
@@ -298,7 +328,7 @@ def test_an_agent_that_would_fence_later_than_the_gateway_promised_is_refused(
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "promised the operator 4 s" in str(refused.value.details())
 
-    gateway, recorder = asyncio.run(scenario(pki, body, fence_after=4.0))
+    gateway, recorder = asyncio.run(scenario(pki, start, body, fence_after=4.0))
     assert gateway.refused["fence_mismatch"] == (0 if taken else 1)
     assert bool(recorder.transitions) == taken
 
@@ -340,6 +370,7 @@ async def eventually_true(check: Any, timeout: float = 5.0) -> None:
 
 def test_a_connection_waits_from_its_handshake_to_its_stream_and_only_closed_nodes_are_allowed_that(
     pki: Authority,
+    start: Start,
 ) -> None:
     """The gateway counts a connection as waiting from the start of its handshake (a raw TCP connection that
     never speaks TLS is one) until a Report stream starts; a node whose stream ended is allowed that wait
@@ -350,7 +381,7 @@ def test_a_connection_waits_from_its_handshake_to_its_stream_and_only_closed_nod
 
     async def main() -> None:
         gateway = HealthGateway(Ledger(SITE, silent_after=0.5), Recorder(), fence_after=30.0)
-        server, port = await serve(gateway, "127.0.0.1:0", tls)
+        server, port = await start(gateway, tls)
         stay = asyncio.Event()
 
         async def open_and_quiet() -> Any:
@@ -382,5 +413,134 @@ def test_a_connection_waits_from_its_handshake_to_its_stream_and_only_closed_nod
                 stay.set()
         finally:
             await server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_the_edge_refuses_an_address_in_use_and_its_end_ends_the_gateway(pki: Authority, edge_binary: Path) -> None:
+    """A second gateway's edge on a taken address fails with the reason, as grpc.aio's servers do; an edge
+    that dies under a serving gateway is no silent loss: waiting on it raises, so the gateway exits."""
+    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    tls = GatewayTls(served.cert, served.key, pki.pair.cert)
+    address = f"127.0.0.1:{free_port()}"
+
+    async def main() -> None:
+        gateway = HealthGateway(Ledger(SITE), Recorder())
+        edge, port = await serve_edge(gateway, address, tls, edge_binary)
+        with pytest.raises(OSError, match="another gateway"):
+            await serve_edge(HealthGateway(Ledger(SITE), Recorder()), address, tls, edge_binary)
+        answers = await exchange(port, pki, agent_cert(pki, "de-halm-gpu-050"), report("de-halm-gpu-050", 1))
+        assert answers[0].ack.sequence == 1, "the first edge serves on"
+        edge.process.kill()
+        with pytest.raises(EdgeLost, match="exited"):
+            await edge.wait_for_termination(timeout=10)
+        await edge.stop(None)
+
+    asyncio.run(main())
+
+
+class ThreadAgent:
+    """An agent reporting every 0.2 s on one stream, in a thread of its own: it goes on while the
+    gateway's event loop (this test's) stalls. Its answers, and at last its stream's status, queue up."""
+
+    def __init__(self, pki: Authority, port: int, node: str) -> None:
+        self.pki, self.port, self.node = pki, port, node
+        self.answers: queue.Queue[health_pb2.ReportResponse | grpc.StatusCode] = queue.Queue()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _reports(self) -> Any:
+        for sequence in itertools.count(1):
+            if self.done.is_set():
+                return
+            yield report(self.node, sequence)
+            time.sleep(0.2)
+
+    def _run(self) -> None:
+        pair = agent_cert(self.pki, self.node)
+        credentials = grpc.ssl_channel_credentials(self.pki.pair.cert.read_bytes(), pair.key.read_bytes(), pair.cert.read_bytes())
+        options = [("grpc.ssl_target_name_override", "localhost")]
+        with grpc.secure_channel(f"127.0.0.1:{self.port}", credentials, options=options) as chan:
+            call = chan.stream_stream(
+                "/gigafab.health.v1.HealthService/Report",
+                request_serializer=health_pb2.ReportRequest.SerializeToString,
+                response_deserializer=health_pb2.ReportResponse.FromString,
+            )
+            try:
+                for answer in call(self._reports(), timeout=30):
+                    self.answers.put(answer)
+            except grpc.RpcError as ended:
+                self.answers.put(ended.code())
+
+    def taken(self) -> list[health_pb2.ReportResponse | grpc.StatusCode]:
+        got = []
+        while not self.answers.empty():
+            got.append(self.answers.get())
+        return got
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(10)
+
+
+def directives(answers: list[health_pb2.ReportResponse | grpc.StatusCode]) -> list[str]:
+    return [a.WhichOneof("directive") if isinstance(a, health_pb2.ReportResponse) else a.name for a in answers]
+
+
+def test_the_edge_fences_the_agents_of_a_gateway_that_stalls_and_ends_their_streams_when_it_is_back(
+    pki: Authority, edge_binary: Path
+) -> None:
+    """A stalled gateway renews no lease, and the operator moves the site's work fenceAfter after its last
+    contact; the edge, which keeps answering the agents, must then tell them to fence. Until then (the
+    gateway beats, its word still holds) it tells them nothing; when the gateway is back it ends the
+    streams it fenced, and the agents' next stream is the gateway's to acknowledge."""
+    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    tls = GatewayTls(served.cert, served.key, pki.pair.cert)
+    node = "de-halm-gpu-060"
+
+    async def main() -> None:
+        gateway = HealthGateway(Ledger(SITE), Recorder())
+        edge, port = await serve_edge(gateway, "127.0.0.1:0", tls, edge_binary, lambda: time.monotonic() + 0.5)
+        agent = ThreadAgent(pki, port, node)
+        try:
+            await asyncio.sleep(2.0)  # beating
+            assert directives(agent.taken()) == ["ack"]
+            time.sleep(2.5)  # the gateway stalls: no beat, and its word runs out
+            await asyncio.sleep(1.0)  # back: it beats again
+            stalled = agent.taken()
+            assert directives(stalled) == ["fence", "UNAVAILABLE"], "fenced once; ended once the gateway is back"
+            assert "unresponsive" in stalled[0].fence.reason  # type: ignore[union-attr]
+            again = await exchange(port, pki, agent_cert(pki, node), report(node, 1_000))
+            assert again[0].ack.sequence == 1_000, "the agent's new stream is acknowledged: its fence lifted"
+        finally:
+            agent.stop()
+            await edge.stop(None)
+
+    asyncio.run(main())
+
+
+def test_the_edge_leaves_fencing_to_a_gateway_that_beats(pki: Authority, edge_binary: Path) -> None:
+    """A gateway that beats but vouches for nothing more (out of contact with etcd) decides itself what its
+    agents hear (its ``fence_reason``); the edge adds no fence of its own, and neither does a stall shorter
+    than the edge's patience of a second while the gateway's word holds."""
+    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    tls = GatewayTls(served.cert, served.key, pki.pair.cert)
+    word = [time.monotonic() - 1.0]
+
+    async def main() -> None:
+        gateway = HealthGateway(Ledger(SITE), Recorder())
+        edge, port = await serve_edge(gateway, "127.0.0.1:0", tls, edge_binary, lambda: word[0])
+        agent = ThreadAgent(pki, port, "de-halm-gpu-061")
+        try:
+            await asyncio.sleep(2.0)  # its word ran out long ago, but it beats
+            word[0] = time.monotonic() + 60
+            await asyncio.sleep(0.5)
+            time.sleep(2.0)  # a stall, with its word holding
+            await asyncio.sleep(0.5)
+            assert directives(agent.taken()) == ["ack"]
+        finally:
+            agent.stop()
+            await edge.stop(None)
 
     asyncio.run(main())

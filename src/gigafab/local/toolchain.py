@@ -12,6 +12,7 @@ return at once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -89,6 +90,7 @@ def ensure_binaries(layout: Layout, *, out: object = None) -> None:
     ensure_etcd(layout)
     ensure_kueue(layout)
     ensure_netpol_analyzer(layout)
+    ensure_gateway_edge(layout)
     for folder, what, package in (
         (layout.kwok_bin, f"kwok {KWOK_VERSION}", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
         # buf lints the health protocol and checks it for breaking changes
@@ -143,6 +145,23 @@ def ensure_netpol_analyzer(layout: Layout) -> Path:
             cwd=module,
         )
     return layout.netpol_analyzer_bin / name
+
+
+EDGE = "gigafab-edge"
+
+
+def ensure_gateway_edge(layout: Layout) -> Path:
+    """``gigafab-edge``, the health gateway's compiled edge, built from ``agents/edge`` when its sources
+    changed (the cache keeps one build per version of them)."""
+    sources = repo_root() / "agents" / "edge"
+    digest = hashlib.sha256()
+    for path in sorted(sources.iterdir()):
+        if path.suffix == ".go" or path.name in ("go.mod", "go.sum"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    folder = layout.cache / "bin" / f"{EDGE}-{digest.hexdigest()[:12]}"
+    if not is_built(folder, (EDGE,)):
+        _build(folder, EDGE, ["build", "-trimpath", "-ldflags=-s -w", "-o", f"{{out}}/{EDGE}", "."], cwd=sources)
+    return folder / EDGE
 
 
 def _ensure_wrapped(folder: Path, what: str, name: str, package: str) -> Path:
