@@ -11,6 +11,12 @@ ARG CRICTL_VERSION=v1.34.0
 ADD https://github.com/kubernetes-sigs/cri-tools/releases/download/${CRICTL_VERSION}/crictl-${CRICTL_VERSION}-linux-${TARGETARCH}.tar.gz /crictl.tar.gz
 RUN mkdir /out && tar -xzf /crictl.tar.gz -C /out crictl
 
+# gigafab-edge, the gateway's compiled edge (agents/edge): carries the agents' mTLS and gRPC.
+FROM golang:1.26-bookworm AS edge
+WORKDIR /src
+COPY agents/edge ./
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/gigafab-edge .
+
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -24,6 +30,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir /wheels/*.whl \
  && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin gigafab
 COPY --from=crictl /out/crictl /usr/local/bin/crictl
+COPY --from=edge /out/gigafab-edge /usr/local/bin/gigafab-edge
 # NVML (libnvidia-ml.so) comes from the node through the NVIDIA container runtime.
 USER 65532
 ENTRYPOINT ["gigafab"]

@@ -11,12 +11,21 @@ the client certificate and the declared fencing of the stream's holder, and send
 answers and the status the gateway gives.
 
 The two processes talk over a socket pair (the edge inherits its end) in frames: a
-9-byte header (payload length, kind, stream: ``>IBI``) and the payload. Kinds, from the
-edge: ``L`` listening (the port), ``H`` a TLS handshake began, ``O`` a stream opened
-(JSON: node, certificate, fenceAfter), ``M`` one of its frames, ``C`` the agent ended it
-or went away; from the gateway: ``A`` an encoded answer, ``E`` end the stream (a status
-code, ``>I``, and its details), ``B`` a beat (``>I``: for how many milliseconds more the
-gateway vouches for the site). The edge exits when the gateway closes the socket.
+9-byte header (payload length, kind, stream: ``>IBI``) and the payload. From the edge:
+
+- ``L`` listening (the port); ``H`` a connection was accepted (its TLS handshake begins);
+- ``O`` a stream opened (JSON: node, certificate, fenceAfter); ``M`` one of its frames;
+  ``C`` the agent ended it or went away;
+- ``G`` how late the edge's own timer ran, at worst, in the last quarter second, and when
+  this frame was queued (``>IQ``: milliseconds; microseconds since 1970). The agents'
+  frames waited that long for a CPU in the edge, and as long as this frame took to arrive
+  in the queue to the gateway; the gateway allows for both before it declares a node
+  Silent, as for its own lag (its event loop can be on time while a backlog waits in the
+  socket).
+
+From the gateway: ``A`` an encoded answer; ``E`` end the stream (a status code, ``>I``,
+and its details); ``B`` a beat (``>I``: for how many milliseconds more the gateway
+vouches for the site). The edge exits when the gateway closes the socket.
 
 The edge keeps the site's fencing promise when the gateway cannot. A gateway process that
 stops (frozen, its event loop hung) renews no lease, and the operator starts the site's
@@ -50,8 +59,9 @@ from google.protobuf.message import DecodeError
 from gigafab.health.v1 import health_pb2
 
 HEADER = struct.Struct(">IBI")
-STATUS = struct.Struct(">I")
-LISTENING, HANDSHAKE, OPEN, MESSAGE, CLOSED, ANSWER, END, BEAT = (kind.encode() for kind in "LHOMCAEB")
+UINT32 = struct.Struct(">I")
+LATENESS = struct.Struct(">IQ")
+LISTENING, HANDSHAKE, OPEN, MESSAGE, CLOSED, LAG, ANSWER, END, BEAT = (kind.encode() for kind in "LHOMCGAEB")
 START_SECONDS = 30.0
 """How long the edge may take to listen (it loads its certificates first)."""
 BEAT_SECONDS = 0.25
@@ -105,7 +115,7 @@ class Edge(asyncio.Protocol):
             credit = UNLIMITED
             if self.vouched_until is not None:
                 credit = max(0, min(UNLIMITED - 1, int((self.vouched_until() - time.monotonic()) * 1000)))
-            self._send(BEAT, 0, STATUS.pack(credit))
+            self._send(BEAT, 0, UINT32.pack(credit))
             await asyncio.sleep(BEAT_SECONDS)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -136,6 +146,9 @@ class Edge(asyncio.Protocol):
             stream = self.streams.get(ident)
             if stream is not None:
                 self._take(stream, payload)
+        elif kind == LAG[0]:
+            late_ms, queued_us = LATENESS.unpack(payload)
+            self.gateway.lag.late(late_ms / 1000 + max(0.0, time.time() - queued_us / 1e6), time.monotonic())
         elif kind == HANDSHAKE[0]:
             self.gateway.arrivals.connecting()
         elif kind == OPEN[0]:
@@ -196,7 +209,7 @@ class Edge(asyncio.Protocol):
         stream = self.streams.pop(ident, None)
         if stream is not None:
             stream.stream.close()
-            self._send(END, ident, STATUS.pack(code.value[0]) + message.encode())
+            self._send(END, ident, UINT32.pack(code.value[0]) + message.encode())
 
     def _send(self, kind: bytes, ident: int, payload: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():

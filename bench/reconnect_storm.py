@@ -19,8 +19,10 @@ handshakes made, the reports/s the gateway took before and during the storm (and
 its worst second), the open streams the gateway counts, the steady agents' p99,
 false Silents (every agent stays healthy and reports, so any Silent is false; from
 the gateway's count, and from the Silent records in etcd split into reconnecting and
-steady nodes), refused calls, broken streams, and the gateway's CPU and RSS; then a
-summary. Exit status 1 (the gateway does not keep up)
+steady nodes), refused calls, broken streams, the agents' stalls (a report sent over
+3 s after its predecessor: the generators share the CPU with the gateway, and such an
+agent was silent in truth), and the gateway's CPU and RSS (with its edge's: ``--edge``);
+then a summary. Exit status 1 (the gateway does not keep up)
 when an agent was not back within ``--bound`` seconds or any node was declared
 Silent. Leaves nothing running.
 """
@@ -145,6 +147,9 @@ def run(args: argparse.Namespace) -> bool:
                 figures.append(storm(plane, number, args))
                 print(json.dumps(figures[-1], indent=2), flush=True)
             totals = summary(figures, read(plane.stats))
+            totals["agent_stalls_whole_run"] = sum(
+                read(status).get("stalls", 0) for status in (plane.steady_status, plane.storming_status)
+            )
             print(json.dumps(totals, indent=2), flush=True)
             return bool(totals["keeps_up"])
         finally:
@@ -329,6 +334,12 @@ def storm(plane: Plane, number: int, args: argparse.Namespace) -> dict[str, obje
         "refused": refusals(documents[0]["refused"], documents[-1]["refused"]),
         "steady_streams_broken": read(plane.steady_status)["stream_failures"] - steady_before["stream_failures"],
         "reconnecting_streams_broken": read(plane.storming_status)["stream_failures"] - storming_before["stream_failures"],
+        # reports an agent of the generators sent over 3 s after its previous one: the generators share the
+        # machine's CPU with the gateway, and such an agent was silent in truth
+        "agent_stalls": read(plane.steady_status).get("stalls", 0)
+        - steady_before.get("stalls", 0)
+        + read(plane.storming_status).get("stalls", 0)
+        - storming_before.get("stalls", 0),
         **gateway_use(before, during, samples),
     }
 

@@ -90,6 +90,7 @@ func run(address, cert, key, ca string, coreFd int) error {
 	}()
 	core.send(kindListening, 0, []byte(strconv.Itoa(listener.Addr().(*net.TCPAddr).Port)))
 	go e.watch()
+	go e.measureLag()
 	go func() {
 		if err := core.read(e.deliver); err != nil {
 			log.Printf("reading from the gateway: %v", err)

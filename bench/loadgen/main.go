@@ -110,7 +110,14 @@ type counters struct {
 	sent, acked, failed atomic.Int64
 	streaming           atomic.Int64 // agents whose current stream the gateway has acknowledged
 	handshakes          atomic.Int64 // full TLS handshakes completed (a resumed session is not counted)
+	stalls              atomic.Int64 // reports sent over stallAfter after the stream's previous one
 }
+
+// stallAfter is the gateway's default --silent-after: an agent of this generator that
+// could not send for that long (its goroutine got no CPU) is silent in truth, and the
+// gateway is right to say so. Counted, so that a benchmark on a machine the generator
+// shares with the gateway can tell such silences from the gateway's own mistakes.
+const stallAfter = 3 * time.Second
 
 // storm is one moment at which every agent of the process drops its connection and
 // reconnects at once (SIGUSR1), and when each came back: its first acknowledgement on
@@ -282,6 +289,7 @@ func (a *session) stream(ctx context.Context, conn *grpc.ClientConn, cycle <-cha
 	}()
 	ticker := time.NewTicker(a.interval)
 	defer ticker.Stop()
+	var previous time.Time
 	for {
 		a.sequence++
 		*onStream++
@@ -296,6 +304,10 @@ func (a *session) stream(ctx context.Context, conn *grpc.ClientConn, cycle <-cha
 			return nil, err
 		}
 		a.c.sent.Add(1)
+		if now := time.Now(); !previous.IsZero() && now.Sub(previous) > stallAfter {
+			a.c.stalls.Add(1)
+		}
+		previous = time.Now()
 		select {
 		case <-ticker.C:
 		case <-ctx.Done():
@@ -370,12 +382,13 @@ type status struct {
 	StreamFailures int64         `json:"stream_failures"`
 	Streaming      int64         `json:"streaming"`
 	Handshakes     int64         `json:"handshakes"`
+	Stalls         int64         `json:"stalls"`
 	Storms         []stormStatus `json:"storms"`
 }
 
 func (s *storms) status(c *counters) status {
 	out := status{Sent: c.sent.Load(), Acked: c.acked.Load(), StreamFailures: c.failed.Load(), Streaming: c.streaming.Load(),
-		Handshakes: c.handshakes.Load(),
+		Handshakes: c.handshakes.Load(), Stalls: c.stalls.Load(),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -71,6 +71,14 @@ def test_a_gateway_and_an_agent_daemonset_per_site() -> None:
     assert gateway["nodeSelector"] == {"topology.kubernetes.io/zone": "dh"}
     assert "--site=de-halm" in gateway["containers"][0]["args"]
     assert gateway["containers"][0]["readinessProbe"] == {"httpGet": {"path": "/metrics", "port": "metrics"}}
+    assert "--edge=/usr/local/bin/gigafab-edge" in gateway["containers"][0]["args"], "the edge, by default"
+
+
+def test_the_gateway_can_serve_without_its_edge() -> None:
+    documents = chart.render("--set", "gateway.edge=false")
+    for name, gateway in by_kind(documents, "Deployment").items():
+        if name.startswith("gigafab-gateway-"):
+            assert not [arg for arg in gateway["spec"]["template"]["spec"]["containers"][0]["args"] if arg.startswith("--edge")]
 
 
 def test_operator_runs_peered_with_its_rules_and_no_more() -> None:

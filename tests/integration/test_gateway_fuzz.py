@@ -1,4 +1,6 @@
-"""The real health gateway (``gigafab gateway``, its own process, a real etcd behind it) fuzzed with hostile input.
+"""The real health gateway (``gigafab gateway``, its own process, a real etcd behind it) fuzzed with hostile input,
+taking its connections in each of its two ways: grpc.aio in its own process, and its compiled edge
+(``gigafab-edge``, which carries the frames; the gateway still judges them).
 
 Invariant: whatever a peer sends -- random bytes as a report, random well-formed protobuf, reports cut
 short, frames over 64 KiB and over 1 MiB, random bytes to the TLS port, malformed HTTP/2 under a valid

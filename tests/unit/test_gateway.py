@@ -508,6 +508,7 @@ def test_the_edge_fences_the_agents_of_a_gateway_that_stalls_and_ends_their_stre
             assert directives(agent.taken()) == ["ack"]
             time.sleep(2.5)  # the gateway stalls: no beat, and its word runs out
             await asyncio.sleep(1.0)  # back: it beats again
+            assert gateway.lag.seconds > 1.0, "what waited in the socket meanwhile counts as the gateway's lag"
             stalled = agent.taken()
             assert directives(stalled) == ["fence", "UNAVAILABLE"], "fenced once; ended once the gateway is back"
             assert "unresponsive" in stalled[0].fence.reason  # type: ignore[union-attr]

@@ -1,4 +1,5 @@
-"""The health plane of the local control plane: a gateway and a process of simulated
+"""The health plane of the local control plane: a gateway (its connections carried by its
+compiled edge, ``gigafab-edge``, built into the cache) and a process of simulated
 agents per site, with their own CA (agents' certificates are no use to the apiserver).
 
 Each site's pair runs in the site's network namespace when one can be made (see
@@ -17,6 +18,7 @@ from gigafab.local.layout import SITES, Layout
 from gigafab.local.nodes import node_name
 from gigafab.local.pki import Authority, node_identity
 from gigafab.local.processes import Component
+from gigafab.local.toolchain import ensure_gateway_edge
 
 FENCE_AFTER = 4.0
 """Seconds without contact after which a site's agents stop its work (short, for the demo)."""
@@ -95,6 +97,7 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
     authority = _authority(layout)
     agents_dir = layout.pki / "health"
     built: dict[str, Component] = {}
+    edge = ensure_gateway_edge(layout)
     for site in SITES:
         served = authority.issue_server(f"gateway-{site}", ("localhost", "127.0.0.1"))
         port = gateway_port(layout, site)
@@ -121,6 +124,7 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
                 f"--etcd={etcd_host}:{layout.ports.etcd_client}",
                 f"--fence-after={FENCE_AFTER:g}",
                 f"--metrics-address={listen}:{metrics_port(layout, site)}",
+                f"--edge={edge}",
             ],
             tcp_open(port, reachable),
             netns=inside,

@@ -156,7 +156,7 @@ def ensure_gateway_edge(layout: Layout) -> Path:
     sources = repo_root() / "agents" / "edge"
     digest = hashlib.sha256()
     for path in sorted(sources.iterdir()):
-        if path.suffix == ".go" or path.name in ("go.mod", "go.sum"):
+        if (path.suffix == ".go" and not path.name.endswith("_test.go")) or path.name in ("go.mod", "go.sum"):
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     folder = layout.cache / "bin" / f"{EDGE}-{digest.hexdigest()[:12]}"
     if not is_built(folder, (EDGE,)):
