@@ -80,7 +80,9 @@ class EdgeStream:
     """One agent's Report stream at the edge. Its frames are taken as they arrive, in the socket's
     callback: a report that repeats its node's state is taken and needs no answer, with no task woken
     for it. A report that changes something waits for its record (``HealthGateway.record``) before it
-    is answered, and the stream's later frames wait behind it, as on a grpc.aio stream."""
+    is answered, and the stream's later frames wait behind it, as on a grpc.aio stream; but their
+    arrival counts (``Ledger.waiting``): a node is not declared Silent because etcd is slow to take
+    the record of its last change (after a storm of Silents, thousands of nodes recover at once)."""
 
     def __init__(self, ident: int, stream: Stream) -> None:
         self.ident, self.stream = ident, stream
@@ -169,6 +171,8 @@ class Edge(asyncio.Protocol):
         at once or, when it changed something, once that is recorded."""
         if stream.waiting is not None:
             stream.waiting.append(frame)
+            # its holder's last report was taken and waits to be recorded: this one shows it alive
+            self.gateway.ledger.waiting(stream.stream.holder.node, self.gateway.clock())
             return
         try:
             request = parse_report(frame)

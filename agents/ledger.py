@@ -124,6 +124,15 @@ class Ledger:
         self._talking[node] = record
         self._talking.move_to_end(node)
 
+    def waiting(self, node: str, now: float) -> None:
+        """A report of ``node`` arrived at ``now`` and waits behind the record of its last one (its
+        stream takes reports in order): the node is not silent. Nothing else changes; a Silent node stays
+        Silent until a report of it is taken."""
+        record = self._talking.get(node)
+        if record is not None:
+            record.seen = now
+            self._talking.move_to_end(node)
+
     def closed(self, node: str) -> None:
         """The stream ``node`` reported on ended: until it reports again it may be reconnecting."""
         record = self._talking.pop(node, None)

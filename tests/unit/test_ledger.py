@@ -75,6 +75,19 @@ def test_a_silent_node_is_never_just_heard() -> None:
     assert [t.after for t in ledger.observe("n1", "de-halm", 2, OK, now=5.0)] == [HEALTHY]
 
 
+def test_a_report_waiting_behind_the_record_of_the_last_shows_the_node_alive_and_changes_nothing_else() -> None:
+    ledger = Ledger("de-halm", silent_after=3.0)
+    ledger.observe("n1", "de-halm", 1, OK, now=0.0)
+    ledger.observe("n2", "de-halm", 1, OK, now=0.0)
+    ledger.waiting("n1", now=2.0)
+    assert [t.node for t in ledger.sweep(now=4.0)] == ["n2"], "n1 sent a report at 2.0 that waits to be taken"
+    assert ledger.nodes["n1"].sequence == 1, "nothing of the waiting report is taken"
+    assert [t.node for t in ledger.sweep(now=5.5)] == ["n1"]
+    ledger.waiting("n1", now=6.0)
+    assert ledger.nodes["n1"].health == SILENT, "a Silent node stays Silent until a report of it is taken"
+    assert ledger.sweep(now=20.0) == []
+
+
 def test_a_gateway_behind_with_reading_does_not_blame_the_nodes_for_it() -> None:
     ledger = Ledger("de-halm", silent_after=3.0)
     ledger.observe("n1", "de-halm", 1, OK, now=0.0)
