@@ -51,10 +51,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-from gigafab.agents.gateway import STATUS_OF, HealthGateway, Oversized, Stream, details, frame_refusal, parse_report, speaker_from
+from gigafab.agents.gateway import STATUS_OF, HealthGateway, Stream, details, speaker_from
 from gigafab.agents.ledger import Refused, Transition
 from gigafab.agents.tls import GatewayTls
-from google.protobuf.message import DecodeError
 
 from gigafab.health.v1 import health_pb2
 
@@ -155,7 +154,7 @@ class Edge(asyncio.Protocol):
             self.gateway.arrivals.connecting()
         elif kind == OPEN[0]:
             holder = json.loads(payload)
-            opened = self.gateway.open(speaker_from(holder["node"], holder["certificate"].encode(), holder.get("fenceAfter")))
+            opened = Stream(self.gateway, speaker_from(holder["node"], holder["certificate"].encode(), holder.get("fenceAfter")))
             self.streams[ident] = EdgeStream(ident, opened)
         elif kind == CLOSED[0]:
             stream = self.streams.get(ident)
@@ -175,12 +174,7 @@ class Edge(asyncio.Protocol):
             self.gateway.ledger.waiting(stream.stream.holder.node, self.gateway.clock())
             return
         try:
-            request = parse_report(frame)
-            transitions = stream.stream.take(request)
-        except (DecodeError, Oversized) as bad:
-            refusal = stream.stream.refuse(frame_refusal(bad))
-            self._end(stream.ident, STATUS_OF[refusal.reason], details(refusal))
-            return
+            request, transitions = stream.stream.take_frame(frame)
         except Refused as refusal:
             self._end(stream.ident, STATUS_OF[refusal.reason], details(refusal))
             return

@@ -22,9 +22,9 @@ from __future__ import annotations
 import collections
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import Protocol
 
 import grpc
 from gigafab.agents.arrivals import Arrivals
@@ -88,17 +88,6 @@ STATUS_OF = {
 }
 
 
-class Call(Protocol):
-    """What ``Report`` uses of its call: grpc.aio's ``ServicerContext``, or a stream of the compiled edge
-    (``edge.EdgeStream``)."""
-
-    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
-
-    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]] | None: ...
-
-    async def abort(self, code: grpc.StatusCode, details: str = ...) -> NoReturn: ...
-
-
 class Listener(Protocol):
     """Where a gateway takes its agents' connections: a grpc.aio server, or the edge (``edge.EdgeServer``)."""
 
@@ -153,7 +142,7 @@ def speaker_from(node: str, certificate: bytes | None, declared: str | bytes | N
     return Speaker(node, certificate_sites(certificate) if certificate else frozenset(), fence_after)
 
 
-def speaker_of(context: Call) -> Speaker:
+def speaker_of(context: grpc.aio.ServicerContext) -> Speaker:
     peer = context.auth_context()
     names, pems = peer.get("x509_common_name", []), peer.get("x509_pem_cert", [])
     declared = dict(context.invocation_metadata() or ()).get(FENCE_AFTER_HEADER)
@@ -217,14 +206,10 @@ class HealthGateway(service.HealthServiceServicer):
     def connections_waiting(self) -> int:
         return self.arrivals.pending
 
-    def open(self, holder: Speaker) -> Stream:
-        """A Report stream of ``holder`` starts (``Stream.close`` when it ends)."""
-        return Stream(self, holder)
-
     async def Report(
-        self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: Call
+        self, request_iterator: AsyncIterator[health_pb2.ReportRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[health_pb2.ReportResponse]:
-        stream = self.open(speaker_of(context))
+        stream = Stream(self, speaker_of(context))
         try:
             async for request in request_iterator:
                 try:
@@ -280,6 +265,15 @@ class Stream:
         if sent.seconds:
             gateway.latencies.append(time.time() - sent.seconds - sent.nanos / 1e9)
         return transitions
+
+    def take_frame(self, frame: bytes) -> tuple[health_pb2.ReportRequest, list[Transition]]:
+        """``take`` for a frame as it came off the wire (the edge's): a frame that is no report is a
+        ``Refused`` (counted) too."""
+        try:
+            request = parse_report(frame)
+        except (DecodeError, Oversized) as bad:
+            raise self.refuse(frame_refusal(bad)) from None
+        return request, self.take(request)
 
     def refuse(self, refusal: Refused) -> Refused:
         """Count ``refusal``; returns it."""

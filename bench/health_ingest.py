@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -188,23 +188,23 @@ def wait_for_everyone(stats: Path, agents: int, limit: float) -> float | None:
     return None
 
 
-def cpu(process: psutil.Process) -> float:
-    """CPU seconds of ``process`` and of its children still running (a gateway's edge)."""
+def _with_children(process: psutil.Process, read: Callable[[psutil.Process], float]) -> float:
+    """``read`` summed over ``process`` and its children still running (a gateway's edge)."""
     total = 0.0
     for each in (process, *process.children(recursive=True)):
         with contextlib.suppress(psutil.NoSuchProcess):
-            times = each.cpu_times()
-            total += times.user + times.system
+            total += read(each)
     return total
+
+
+def cpu(process: psutil.Process) -> float:
+    """CPU seconds of ``process`` and of its children still running."""
+    return _with_children(process, lambda each: sum(each.cpu_times()[:2]))  # user and system
 
 
 def rss(process: psutil.Process) -> int:
     """Resident bytes of ``process`` and of its children still running."""
-    total = 0
-    for each in (process, *process.children(recursive=True)):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += each.memory_info().rss
-    return total
+    return int(_with_children(process, lambda each: each.memory_info().rss))
 
 
 def edge_option(wanted: bool) -> list[str]:

@@ -28,11 +28,10 @@ const (
 )
 
 type vouch struct {
-	mu       sync.Mutex
-	beat     time.Time // when the core last spoke; zero before its first beat
-	until    time.Time // until when it vouches for the site
-	fenced   map[uint32]bool
-	fenceNow bool
+	mu     sync.Mutex
+	beat   time.Time       // when the core last spoke; zero before its first beat
+	until  time.Time       // until when it vouches for the site
+	fenced map[uint32]bool // streams the edge told to fence since the core last spoke
 }
 
 // heard records a beat: the core vouches for credit milliseconds more (MaxUint32: without limit).
@@ -49,32 +48,26 @@ func (v *vouch) heard(payload []byte, now time.Time) (ended []uint32) {
 	} else {
 		v.until = now.Add(time.Duration(credit) * time.Millisecond)
 	}
-	if v.fenceNow {
-		v.fenceNow = false
-		for id := range v.fenced {
-			ended = append(ended, id)
-		}
-		v.fenced = nil
+	for id := range v.fenced {
+		ended = append(ended, id)
 	}
+	v.fenced = nil
 	return ended
 }
 
-// due is whether the agents must be told to fence now: the core is silent and its word ran out.
-func (v *vouch) due(now time.Time) bool {
+// due is whether the agents must be told to fence now (the core is silent and its word
+// ran out), and for how long the core has been silent.
+func (v *vouch) due(now time.Time) (silent time.Duration, due bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.dueLocked(now)
-}
-
-func (v *vouch) dueLocked(now time.Time) bool {
-	return !v.beat.IsZero() && !v.until.IsZero() && now.Sub(v.beat) > coreSilence && now.After(v.until)
+	silent = now.Sub(v.beat)
+	return silent, !v.beat.IsZero() && !v.until.IsZero() && silent > coreSilence && now.After(v.until)
 }
 
 // fence marks a stream as told to fence by the edge; false when it was already.
 func (v *vouch) fence(id uint32) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.fenceNow = true
 	if v.fenced == nil {
 		v.fenced = map[uint32]bool{}
 	}
@@ -97,8 +90,8 @@ func fenceDirective(silent time.Duration) []byte {
 // the streams it fenced once the core speaks again.
 func (e *edge) watch() {
 	for range time.Tick(watchEvery) {
-		now := time.Now()
-		if !e.vouch.due(now) {
+		silent, due := e.vouch.due(time.Now())
+		if !due {
 			continue
 		}
 		e.mu.Lock()
@@ -107,12 +100,10 @@ func (e *edge) watch() {
 			boxes[id] = box
 		}
 		e.mu.Unlock()
-		e.vouch.mu.Lock()
-		silent := now.Sub(e.vouch.beat)
-		e.vouch.mu.Unlock()
+		directive := fenceDirective(silent) // the same for every stream: encoded once
 		for id, box := range boxes {
 			if e.vouch.fence(id) {
-				box.put(frame{kindAnswer, id, fenceDirective(silent)})
+				box.put(frame{kindAnswer, id, directive})
 			}
 		}
 	}

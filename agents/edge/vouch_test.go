@@ -14,11 +14,11 @@ func credit(ms uint32) []byte { return binary.BigEndian.AppendUint32(nil, ms) }
 func TestNoFenceBeforeTheFirstBeatNorWithoutLimit(t *testing.T) {
 	var v vouch
 	start := time.Unix(1000, 0)
-	if v.due(start.Add(time.Hour)) {
+	if _, due := v.due(start.Add(time.Hour)); due {
 		t.Fatal("a core that never beat promised nothing: no fence")
 	}
 	v.heard(credit(math.MaxUint32), start)
-	if v.due(start.Add(time.Hour)) {
+	if _, due := v.due(start.Add(time.Hour)); due {
 		t.Fatal("a core that vouches without limit is never fenced for")
 	}
 }
@@ -36,16 +36,16 @@ func TestFenceOnlyWhenTheCoreIsSilentAndItsWordRanOut(t *testing.T) {
 		{5 * time.Second, false},        // the very moment its word ends
 		{5001 * time.Millisecond, true}, // silent and past its word
 	} {
-		if got := v.due(start.Add(c.after)); got != c.due {
+		if _, got := v.due(start.Add(c.after)); got != c.due {
 			t.Errorf("after %v: due %v, want %v", c.after, got, c.due)
 		}
 	}
 	v.heard(credit(0), start.Add(6*time.Second)) // beating again, out of contact: the core fences itself
-	if v.due(start.Add(6*time.Second + 900*time.Millisecond)) {
+	if _, due := v.due(start.Add(6*time.Second + 900*time.Millisecond)); due {
 		t.Error("a core that beats decides its agents' fence itself")
 	}
-	if !v.due(start.Add(7*time.Second + 100*time.Millisecond)) {
-		t.Error("silent for over a second with no word left: due")
+	if silent, due := v.due(start.Add(7*time.Second + 100*time.Millisecond)); !due || silent != 1100*time.Millisecond {
+		t.Errorf("silent for over a second with no word left: due after %v, got due %v", silent, due)
 	}
 }
 
