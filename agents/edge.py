@@ -14,7 +14,7 @@ The two processes talk over a socket pair (the edge inherits its end) in frames:
 9-byte header (payload length, kind, stream: ``>IBI``) and the payload. From the edge:
 
 - ``L`` listening (the port); ``H`` a connection was accepted (its TLS handshake begins);
-- ``O`` a stream opened (JSON: node, certificate, fenceAfter); ``M`` one of its frames;
+- ``O`` a stream opened (JSON: node, certificate, fenceAfter, resumed); ``M`` one of its frames;
   ``C`` the agent ended it or went away;
 - ``G`` how late the edge's own timer ran, at worst, in the last quarter second, and when
   this frame was queued (``>IQ``: milliseconds; microseconds since 1970). The agents'
@@ -154,7 +154,10 @@ class Edge(asyncio.Protocol):
             self.gateway.arrivals.connecting()
         elif kind == OPEN[0]:
             holder = json.loads(payload)
-            opened = Stream(self.gateway, speaker_from(holder["node"], holder["certificate"].encode(), holder.get("fenceAfter")))
+            speaker = speaker_from(
+                holder["node"], holder["certificate"].encode(), holder.get("fenceAfter"), holder.get("resumed", False)
+            )
+            opened = Stream(self.gateway, speaker)
             self.streams[ident] = EdgeStream(ident, opened)
         elif kind == CLOSED[0]:
             stream = self.streams.get(ident)

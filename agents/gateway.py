@@ -130,23 +130,26 @@ class Speaker:
     sites: frozenset[str]
     fence_after: float | None = None
     """Seconds the agent waits without contact before it fences (``FENCE_AFTER_HEADER``); None: not said."""
+    resumed: bool = False
+    """Its connection resumed an earlier TLS session (no certificate signed or verified in its handshake)."""
 
 
-def speaker_from(node: str, certificate: bytes | None, declared: str | bytes | None) -> Speaker:
-    """Who holds a stream: its certificate's common name ``node``, the certificate (PEM: its sites), and the
-    ``FENCE_AFTER_HEADER`` it sent."""
+def speaker_from(node: str, certificate: bytes | None, declared: str | bytes | None, resumed: bool = False) -> Speaker:
+    """Who holds a stream: its certificate's common name ``node``, the certificate (PEM: its sites), the
+    ``FENCE_AFTER_HEADER`` it sent, and whether its connection resumed a TLS session."""
     try:
         fence_after = None if declared is None else float(declared)
     except ValueError:
         fence_after = float("inf")  # unreadable: as good as never fencing
-    return Speaker(node, certificate_sites(certificate) if certificate else frozenset(), fence_after)
+    return Speaker(node, certificate_sites(certificate) if certificate else frozenset(), fence_after, resumed)
 
 
 def speaker_of(context: grpc.aio.ServicerContext) -> Speaker:
     peer = context.auth_context()
     names, pems = peer.get("x509_common_name", []), peer.get("x509_pem_cert", [])
     declared = dict(context.invocation_metadata() or ()).get(FENCE_AFTER_HEADER)
-    return speaker_from(names[0].decode() if names else "", pems[0] if pems else None, declared)
+    resumed = peer.get("ssl_session_reused") == [b"true"]
+    return speaker_from(names[0].decode() if names else "", pems[0] if pems else None, declared, resumed)
 
 
 def frame_refusal(error: DecodeError | Oversized) -> Refused:
@@ -191,6 +194,8 @@ class HealthGateway(service.HealthServiceServicer):
         """Transitions of nodes and GPUs seen, by the state they lead to."""
         self.streams = 0
         """Report streams open now: one per connected agent."""
+        self.opened: collections.Counter[str] = collections.Counter()
+        """Report streams opened, by their connection's TLS handshake: ``full`` or ``resumed``."""
         self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)
         """Seconds from a report's ``sent_at`` to its state in the ledger (latest reports)."""
         self.fence_reason: str | None = None
@@ -245,6 +250,7 @@ class Stream:
         self.told_to_fence = False
         gateway.arrivals.taken()
         gateway.streams += 1
+        gateway.opened["resumed" if holder.resumed else "full"] += 1
 
     def take(self, request: health_pb2.ReportRequest) -> list[Transition]:
         """Check ``request`` and take it into the ledger; the transitions it makes (to record). Raises

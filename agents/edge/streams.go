@@ -44,6 +44,7 @@ type opening struct {
 	Node        string  `json:"node"`
 	Certificate string  `json:"certificate"`
 	FenceAfter  *string `json:"fenceAfter,omitempty"`
+	Resumed     bool    `json:"resumed,omitempty"` // its connection resumed a TLS session: no certificate was signed or verified
 }
 
 // mailbox holds the core's frames for one stream until its handler sends them.
@@ -175,7 +176,9 @@ func (e *edge) report(stream grpc.ServerStream) error {
 }
 
 // holder is the announcement of a stream: its client certificate's node and the
-// certificate itself (the core reads its sites), and the fencing it declared.
+// certificate itself (the core reads its sites), the fencing it declared, and whether
+// its connection resumed a TLS session (crypto/tls resumes only a session whose
+// certificate chain still verifies against the current CA and has not expired).
 func holder(stream grpc.ServerStream) ([]byte, error) {
 	caller, ok := peer.FromContext(stream.Context())
 	if !ok {
@@ -189,6 +192,7 @@ func holder(stream grpc.ServerStream) ([]byte, error) {
 	announced := opening{
 		Node:        leaf.Subject.CommonName,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})),
+		Resumed:     info.State.DidResume,
 	}
 	if md, ok := metadata.FromIncomingContext(stream.Context()); ok {
 		if values := md.Get(fenceAfterHeader); len(values) > 0 {

@@ -5,7 +5,9 @@
 // rest of the machine to the gateway under measurement.
 //
 // A SIGUSR1 makes every agent of the process drop its connection (TCP and TLS) and
-// reconnect at once, with a new handshake and a new stream: a reconnection storm. With
+// reconnect at once, with a new handshake and a new stream: a reconnection storm. As
+// the Python agent does, each agent keeps its TLS session and resumes it when it
+// reconnects (-resume=false: every handshake is a full one, as after agent restarts). With
 // -status the generator writes its counters and, per storm, how long each agent took
 // to be acknowledged again (bench/reconnect_storm.py).
 //
@@ -26,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -110,6 +113,7 @@ type counters struct {
 	sent, acked, failed atomic.Int64
 	streaming           atomic.Int64 // agents whose current stream the gateway has acknowledged
 	handshakes          atomic.Int64 // full TLS handshakes completed (a resumed session is not counted)
+	resumed             atomic.Int64 // TLS handshakes that resumed the agent's session
 	stalls              atomic.Int64 // reports sent over stallAfter after the stream's previous one
 }
 
@@ -118,6 +122,15 @@ type counters struct {
 // gateway is right to say so. Counted, so that a benchmark on a machine the generator
 // shares with the gateway can tell such silences from the gateway's own mistakes.
 const stallAfter = 3 * time.Second
+
+// bufferBytes is the read and write buffer of a connection: a few reports (under 1 KiB each).
+const bufferBytes = 8 << 10
+
+// gcPercent lets the heap grow to five times its live size before a collection: the
+// generator's heap is mostly its connections, which live until it ends, so a collection
+// finds little garbage and the default (100) spent a tenth of its CPU, and its agents'
+// time, on marking them while they connected.
+const gcPercent = 400
 
 // storm is one moment at which every agent of the process drops its connection and
 // reconnects at once (SIGUSR1), and when each came back: its first acknowledgement on
@@ -154,7 +167,9 @@ func (h countingCredentials) ClientHandshake(ctx context.Context, authority stri
 	if err != nil {
 		return conn, info, err
 	}
-	if state, ok := info.(credentials.TLSInfo); ok && !state.State.DidResume {
+	if state, ok := info.(credentials.TLSInfo); ok && state.State.DidResume {
+		h.agent.c.resumed.Add(1)
+	} else {
 		h.agent.c.handshakes.Add(1)
 	}
 	if returning := h.agent.handshaking.Swap(nil); returning != nil {
@@ -174,6 +189,7 @@ type settings struct {
 	gpus               int
 	interval, ramp     time.Duration
 	untimed            bool // reports without sent_at: the gateway leaves them out of its latency sample
+	resume             bool // each agent keeps its TLS session and resumes it when it reconnects
 }
 
 // session is one agent across its connections.
@@ -201,8 +217,10 @@ func agent(ctx context.Context, node string, s *settings, cycle <-chan *storm, c
 	a := &session{
 		node: node, identity: nodeIdentity(node, s.site), states: gpuStates(node, s.gpus),
 		sequence: uint64(time.Now().UnixMicro()), settings: s, c: c,
-		// no session cache: every connection is a full handshake, as after an agent restart
 		tls: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: s.pool, ServerName: "localhost"},
+	}
+	if s.resume { // without: every connection is a full handshake, as after an agent restart
+		a.tls.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 	}
 	if !pause(ctx, randomUpTo(s.interval)) {
 		return
@@ -243,7 +261,10 @@ func pause(ctx context.Context, wait time.Duration) bool {
 func (a *session) connect(ctx context.Context, cycle <-chan *storm) (*storm, error) {
 	conn, err := grpc.NewClient(a.address, grpc.WithTransportCredentials(countingCredentials{credentials.NewTLS(a.tls), a}),
 		// a fixed window turns off BDP probing: reports are small and steady
-		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16),
+		// small buffers, the write buffer only while writing: 10,000 connections' default 64 KiB
+		// each made the generator's heap, and its garbage collection, the larger part of its work
+		grpc.WithReadBufferSize(bufferBytes), grpc.WithWriteBufferSize(bufferBytes), grpc.WithSharedWriteBuffer(true))
 	if err != nil {
 		return nil, err
 	}
@@ -382,13 +403,14 @@ type status struct {
 	StreamFailures int64         `json:"stream_failures"`
 	Streaming      int64         `json:"streaming"`
 	Handshakes     int64         `json:"handshakes"`
+	Resumed        int64         `json:"resumed"`
 	Stalls         int64         `json:"stalls"`
 	Storms         []stormStatus `json:"storms"`
 }
 
 func (s *storms) status(c *counters) status {
 	out := status{Sent: c.sent.Load(), Acked: c.acked.Load(), StreamFailures: c.failed.Load(), Streaming: c.streaming.Load(),
-		Handshakes: c.handshakes.Load(), Stalls: c.stalls.Load(),
+		Handshakes: c.handshakes.Load(), Resumed: c.resumed.Load(), Stalls: c.stalls.Load(),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -451,8 +473,10 @@ func main() {
 	interval := flag.Duration("interval", time.Second, "report interval")
 	ramp := flag.Duration("ramp", 0, "agents connect at random moments within this time")
 	untimed := flag.Bool("untimed", false, "reports without sent_at (the gateway then leaves them out of its latency sample)")
+	resume := flag.Bool("resume", true, "agents resume their TLS session when they reconnect (false: full handshakes, as after restarts)")
 	statusFile := flag.String("status", "", "write counters and storms (JSON) here every 250 ms")
 	flag.Parse()
+	debug.SetGCPercent(gcPercent)
 	ca, err := os.ReadFile(filepath.Join(*pki, "ca.crt"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -468,6 +492,7 @@ func main() {
 	defer cancel()
 	shared := &settings{
 		site: *site, address: *address, pki: *pki, pool: pool, gpus: *gpus, interval: *interval, ramp: *ramp, untimed: *untimed,
+		resume: *resume,
 	}
 	var c counters
 	var wg sync.WaitGroup

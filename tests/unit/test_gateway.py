@@ -16,11 +16,13 @@ from typing import Any
 
 import grpc
 import pytest
+from gigafab.agents.agent import Agent
 from gigafab.agents.edge import EdgeLost, serve_edge
 from gigafab.agents.fencing import FENCE_AFTER_HEADER
 from gigafab.agents.gateway import HealthGateway, Listener, serve, serve_shared
 from gigafab.agents.ledger import Ledger, Transition
-from gigafab.agents.tls import GatewayTls, site_group
+from gigafab.agents.simulated import Fault, SimulatedBackend
+from gigafab.agents.tls import AgentTls, GatewayTls, site_group
 from grpc_health.v1 import health_pb2 as checks_pb2
 from grpc_health.v1 import health_pb2_grpc as checks_grpc
 
@@ -412,6 +414,51 @@ def test_a_connection_waits_from_its_handshake_to_its_stream_and_only_closed_nod
                     hanging.close()
                 stay.set()
         finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_an_agent_that_reconnects_resumes_its_tls_session_and_a_new_agent_shakes_hands_in_full(
+    pki: Authority, start: Start
+) -> None:
+    """The agent keeps its gateways' TLS sessions: when its link comes back it resumes one (no certificate
+    signed or verified), the gateway still knows it by its certificate, and counts the stream as resumed.
+    An agent without that session (a restarted one) makes a full handshake."""
+    served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+    tls = GatewayTls(served.cert, served.key, pki.pair.cert)
+    node = "de-halm-gpu-070"
+    pair = agent_cert(pki, node)
+
+    def agent_of(port: int) -> Agent:
+        return Agent(
+            node, SITE, SimulatedBackend(node, 2), [f"127.0.0.1:{port}"], AgentTls(pair.cert, pair.key, pki.pair.cert), 0.1
+        )
+
+    async def main() -> None:
+        gateway = HealthGateway(Ledger(SITE), Recorder())
+        server, port = await start(gateway, tls)
+        agent = agent_of(port)
+        running = asyncio.create_task(agent.run())
+        try:
+            await eventually_true(lambda: agent.connected and gateway.streams == 1)
+            backend = agent.backend
+            assert isinstance(backend, SimulatedBackend)
+            backend.inject(Fault.SILENT)  # its link goes down: the stream ends
+            await eventually_true(lambda: gateway.streams == 0)
+            backend.inject(Fault.RESET)
+            await eventually_true(lambda: agent.connected and gateway.streams == 1)
+            assert gateway.opened == {"full": 1, "resumed": 1}
+            running.cancel()
+            await eventually_true(lambda: gateway.streams == 0)
+            restarted = agent_of(port)
+            running = asyncio.create_task(restarted.run())
+            await eventually_true(lambda: restarted.connected and gateway.streams == 1)
+            assert gateway.opened == {"full": 2, "resumed": 1}, "a restarted agent has no session to resume"
+            assert gateway.refused == {}
+            assert gateway.ledger.nodes[node].health == "Healthy"
+        finally:
+            running.cancel()
             await server.stop(None)
 
     asyncio.run(main())

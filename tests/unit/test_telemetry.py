@@ -256,6 +256,7 @@ class Counts:
     refused = {"identity_mismatch": 2}  # noqa: RUF012 - a stand-in, never changed
     transitions = {"Failed": 1}  # noqa: RUF012
     streams = 3
+    opened = {"resumed": 4}  # noqa: RUF012
     lag_seconds = 1.5
     connections_waiting = 7
 
@@ -275,3 +276,5 @@ def test_gateway_metrics_render_with_every_reason_from_zero() -> None:
     assert families["gigafab_gateway_connected_agents"].type == "gauge"
     assert values[("gigafab_gateway_lag_seconds", (("site", "niemeyer"),))] == 1.5
     assert values[("gigafab_gateway_waiting_connections", (("site", "niemeyer"),))] == 7
+    assert values[("gigafab_gateway_opened_streams_total", (("handshake", "resumed"), ("site", "niemeyer")))] == 4
+    assert values[("gigafab_gateway_opened_streams_total", (("handshake", "full"), ("site", "niemeyer")))] == 0

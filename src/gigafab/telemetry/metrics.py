@@ -95,6 +95,10 @@ class GatewayCounts(Protocol):
         """Report streams open now: one per connected agent."""
 
     @property
+    def opened(self) -> Mapping[str, int]:
+        """Report streams opened, by their connection's TLS handshake (``full``, ``resumed``)."""
+
+    @property
     def lag_seconds(self) -> float:
         """How far behind the gateway's event loop runs; added to the Silent threshold."""
 
@@ -136,6 +140,14 @@ class GatewayCollector(Collector):
             "malformed, oversized).",
             ["site", "reason"],
             [([site, reason], count) for reason, count in sorted(refused.items())],
+        )
+        opened = {"full": 0, "resumed": 0} | dict(counts.opened)
+        yield _counter(
+            "gigafab_gateway_opened_streams",
+            "Report streams opened, by the TLS handshake of their connection: full (certificates signed and "
+            "verified) or resumed (an earlier session of the same agent: cheaper, as after a network blip).",
+            ["site", "handshake"],
+            [([site, handshake], count) for handshake, count in sorted(opened.items())],
         )
         agents = GaugeMetricFamily("gigafab_gateway_connected_agents", "Agents with a report stream open now.", labels=["site"])
         agents.add_metric([site], counts.streams)
