@@ -126,11 +126,13 @@ const stallAfter = 3 * time.Second
 // bufferBytes is the read and write buffer of a connection: a few reports (under 1 KiB each).
 const bufferBytes = 8 << 10
 
-// gcPercent lets the heap grow to five times its live size before a collection: the
-// generator's heap is mostly its connections, which live until it ends, so a collection
-// finds little garbage and the default (100) spent a tenth of its CPU, and its agents'
-// time, on marking them while they connected.
-const gcPercent = 400
+// heapLimit is the default of -heap-limit: the generator collects garbage only when its
+// heap reaches it. Its heap is mostly its agents' connections, which live as long as it
+// does, so a collection finds little garbage; with Go's default (a collection whenever
+// the heap doubled) the marking took up to 1.4 of the machine's two cores for seconds,
+// stalling the agents' reports and the gateway beside it, which then declared thousands
+// of nodes Silent (bench/reconnect_storm.py). A benchmark run stays below it.
+const heapLimit = 6 << 30
 
 // storm is one moment at which every agent of the process drops its connection and
 // reconnects at once (SIGUSR1), and when each came back: its first acknowledgement on
@@ -473,10 +475,12 @@ func main() {
 	interval := flag.Duration("interval", time.Second, "report interval")
 	ramp := flag.Duration("ramp", 0, "agents connect at random moments within this time")
 	untimed := flag.Bool("untimed", false, "reports without sent_at (the gateway then leaves them out of its latency sample)")
+	heap := flag.Int64("heap-limit", heapLimit, "collect garbage only when the heap reaches this many bytes")
 	resume := flag.Bool("resume", true, "agents resume their TLS session when they reconnect (false: full handshakes, as after restarts)")
 	statusFile := flag.String("status", "", "write counters and storms (JSON) here every 250 ms")
 	flag.Parse()
-	debug.SetGCPercent(gcPercent)
+	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(*heap)
 	ca, err := os.ReadFile(filepath.Join(*pki, "ca.crt"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
