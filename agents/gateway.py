@@ -29,7 +29,7 @@ from typing import Protocol
 import grpc
 from gigafab.agents.arrivals import Arrivals
 from gigafab.agents.fencing import FENCE_AFTER_HEADER
-from gigafab.agents.ledger import GpuReport, Lag, Ledger, Refused, Transition
+from gigafab.agents.ledger import Delays, GpuReport, Lag, Ledger, Refused, Transition
 from gigafab.agents.tls import GatewayTls, certificate_sites, site_group
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2_grpc
@@ -201,11 +201,18 @@ class HealthGateway(service.HealthServiceServicer):
         self.fence_reason: str | None = None
         """Set while the site's agents must fence (the gateway has no contact with etcd)."""
         self.lag = Lag()
-        """How far behind the gateway's event loop runs (measured by the silence sweep)."""
+        """How far behind the gateway runs (measured by the silence sweep: ``behind``)."""
+        self.delays = Delays()
+        """How long the reports read now took from their agents (``sent_at``) to the ledger."""
 
     @property
     def lag_seconds(self) -> float:
         return self.lag.seconds
+
+    def behind(self, late: float, now: float) -> float:
+        """Seconds the gateway is behind at ``now``, its timer having run ``late``: the most, recently, of
+        that, of the edge's own lateness (``Edge``) and of how long the reports it reads took to reach it."""
+        return self.lag.late(max(late, self.delays.take()), now)
 
     @property
     def connections_waiting(self) -> int:
@@ -269,7 +276,9 @@ class Stream:
         gateway.reports += 1
         sent = request.sent_at
         if sent.seconds:
-            gateway.latencies.append(time.time() - sent.seconds - sent.nanos / 1e9)
+            delay = time.time() - sent.seconds - sent.nanos / 1e9
+            gateway.latencies.append(delay)
+            gateway.delays.note(node.node, delay)
         return transitions
 
     def take_frame(self, frame: bytes) -> tuple[health_pb2.ReportRequest, list[Transition]]:

@@ -13,7 +13,8 @@ tuple of its GPUs' health codes) and, when it equals the last one, only moves th
 node's sequence and clock: no objects are built on that path. Nodes that still talk
 are kept in order of their last report, so a sweep looks only at the oldest ones.
 
-``Lag`` measures how far behind the gateway is: how late its own timer runs. Under
+``Lag`` measures how far behind the gateway is: how late its own timer runs, and how long
+the reports it reads took to reach it (``Delays``). Under
 overload (a reconnect storm) reports wait in the event loop's queue; without the
 allowance the gateway would declare Silent the nodes whose reports it has not read
 yet, and each such false Silent costs a transition, an etcd write and an
@@ -194,3 +195,27 @@ class Lag:
         forgotten = 0.0 if self._at is None else now - self._at
         self.seconds, self._at = max(by, self.seconds - forgotten, 0.0), now
         return self.seconds
+
+
+class Delays:
+    """How long the reports the gateway reads now took from their agent to its ledger: the median of
+    each node's latest since the last look. When reports are held up on their way in (a busy edge, a
+    backlog in a socket, an edge's garbage collector stalling the goroutines that forward them), the
+    gateway's own timer is on time and only this shows it. Agents' clocks are trusted only as a crowd:
+    one value per node, and the lower median, so a minority of nodes (or one node reporting fast) with
+    a wrong clock cannot hold back the Silent of the others."""
+
+    def __init__(self) -> None:
+        self._latest: dict[str, float] = {}
+
+    def note(self, node: str, seconds: float) -> None:
+        """A report of ``node`` reached the ledger ``seconds`` after its agent sent it."""
+        self._latest[node] = seconds
+
+    def take(self) -> float:
+        """The lower median of the nodes' delays noted since the last ``take`` (0 without any), and forget them."""
+        if not self._latest:
+            return 0.0
+        ordered = sorted(self._latest.values())
+        self._latest = {}
+        return max(ordered[(len(ordered) - 1) // 2], 0.0)

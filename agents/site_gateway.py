@@ -1,10 +1,11 @@
 """``gigafab gateway --site S``: the health gateway of one site, end to end.
 
 Serves ``HealthService`` over mTLS (grpc.aio in this process, or through the compiled edge:
-``edge``), keeps the ledger, sweeps it for silent nodes ten times a second (allowing for its
-own lag: ``ledger.Lag``, and, for nodes whose stream ended, for the connections it has not
-taken yet: ``arrivals.Arrivals``), and writes every transition to etcd under the gateway's
-lease. With ``metrics_address`` it serves its metrics there (``gigafab.telemetry.metrics``).
+``edge``), keeps the ledger, sweeps it for silent nodes ten times a second, and writes every
+transition to etcd under the gateway's lease. The sweep allows for how far behind the gateway
+runs (its own lag, its edge's and its reports': ``ledger.Lag``, ``ledger.Delays``) and, for
+nodes whose stream ended, for the connections it has not taken yet (``arrivals.Arrivals``).
+With ``metrics_address`` it serves its metrics there (``gigafab.telemetry.metrics``).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class SiteGateway:
             await asyncio.sleep(SWEEP_SECONDS)
             now = time.monotonic()
             self.service.fence_reason = self.records.fence_reason(now)
-            behind = self.service.lag.late(now - due, now)
+            behind = self.service.behind(now - due, now)
             silent = self.ledger.sweep(now, behind=behind, reconnecting=self.service.arrivals.waiting(now))
             self.silenced += len(silent)
             if silent:  # written in the background: without contact a write waits, the sweep must not

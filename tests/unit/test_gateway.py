@@ -419,6 +419,30 @@ def test_a_connection_waits_from_its_handshake_to_its_stream_and_only_closed_nod
     asyncio.run(main())
 
 
+def test_reports_that_arrive_late_hold_back_the_silence_of_nodes_by_as_long(pki: Authority, start: Start) -> None:
+    """Reports held up on their way in (sent 6 s before the gateway takes them) put the gateway 6 s behind,
+    though its own timer is on time: a node heard from 4 s ago is not Silent then (its next report may be on
+    its way), and is Silent once the allowance has passed."""
+    nodes = [f"de-halm-gpu-{index:03d}" for index in range(80, 83)]
+
+    def sent_long_ago(node: str) -> health_pb2.ReportRequest:
+        late = report(node, 1)
+        late.sent_at.FromNanoseconds(time.time_ns() - 6_000_000_000)
+        return late
+
+    async def body(port: int) -> None:
+        for node in nodes:
+            await exchange(port, pki, agent_cert(pki, node), sent_long_ago(node))
+
+    gateway, _ = asyncio.run(scenario(pki, start, body))
+    now = time.monotonic() + 4.0
+    behind = gateway.behind(0.0, now)
+    assert 5.5 < behind < 6.5
+    assert gateway.ledger.sweep(now, behind=behind) == []
+    later = now + 6.0
+    assert {t.node for t in gateway.ledger.sweep(later, behind=gateway.behind(0.0, later))} == set(nodes)
+
+
 def test_an_agent_that_reconnects_resumes_its_tls_session_and_a_new_agent_shakes_hands_in_full(
     pki: Authority, start: Start
 ) -> None:

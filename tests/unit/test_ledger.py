@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gigafab.agents.ledger import FAILED, HEALTHY, SILENT, GpuReport, Lag, Ledger, Refused, Transition
+from gigafab.agents.ledger import FAILED, HEALTHY, SILENT, Delays, GpuReport, Lag, Ledger, Refused, Transition
 
 OK = [GpuReport(0, HEALTHY), GpuReport(1, HEALTHY)]
 
@@ -103,6 +103,29 @@ def test_lag_is_the_most_a_timer_was_late_recently_and_is_forgotten_a_second_per
     assert lag.late(0.7, now=2.0) == 1.0
     assert lag.late(0.0, now=10.0) == 0.0
     assert lag.late(-0.01, now=10.1) == 0.0, "a timer that ran early is no lag"
+
+
+def test_delays_are_the_lower_median_of_one_report_per_node_and_are_forgotten_when_taken() -> None:
+    delays = Delays()
+    assert delays.take() == 0.0, "no report read: nothing known"
+    for node, seconds in [("a", 8.0), ("b", 7.5), ("c", 0.01), ("b", 8.2)]:
+        delays.note(node, seconds)
+    assert delays.take() == 8.0, "b's latest counts, once: the median of 0.01, 8.0 and 8.2"
+    assert delays.take() == 0.0, "taken: forgotten"
+    delays.note("a", 0.02)
+    delays.note("b", 0.03)
+    assert delays.take() == 0.02, "of two, the lower"
+    delays.note("c", -0.5)
+    assert delays.take() == 0.0, "an agent's clock ahead of the gateway's is no delay"
+
+
+def test_one_node_with_a_wrong_clock_cannot_hold_back_the_silence_of_others() -> None:
+    delays = Delays()
+    for sequence in range(1_000):  # it reports fast, each report claiming to be an hour old
+        delays.note("liar", 3_600.0 + sequence)
+    for node in ("a", "b"):
+        delays.note(node, 0.01)
+    assert delays.take() == 0.01
 
 
 def test_sweep_finds_exactly_the_quiet_nodes_whatever_order_they_last_spoke_in() -> None:

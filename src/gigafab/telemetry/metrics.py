@@ -100,7 +100,7 @@ class GatewayCounts(Protocol):
 
     @property
     def lag_seconds(self) -> float:
-        """How far behind the gateway's event loop runs; added to the Silent threshold."""
+        """How far behind the gateway runs (its event loop, its edge, the reports it reads); added to the Silent threshold."""
 
     @property
     def connections_waiting(self) -> int:
@@ -154,7 +154,8 @@ class GatewayCollector(Collector):
         yield agents
         lag = GaugeMetricFamily(
             "gigafab_gateway_lag_seconds",
-            "How far behind the gateway's event loop runs; nodes are declared Silent that much later.",
+            "How far behind the gateway runs: its event loop, its edge, or the reports it reads (the median time "
+            "from their agents to its ledger); nodes are declared Silent that much later.",
             labels=["site"],
         )
         lag.add_metric([site], counts.lag_seconds)
