@@ -265,7 +265,7 @@ func (a *session) connect(ctx context.Context, cycle <-chan *storm) (*storm, err
 		// a fixed window turns off BDP probing: reports are small and steady
 		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16),
 		// small buffers, the write buffer only while writing: 10,000 connections' default 64 KiB
-		// each made the generator's heap, and its garbage collection, the larger part of its work
+		// each made up most of the generator's 830 MB heap at 10,000 agents, all of it marked by each collection
 		grpc.WithReadBufferSize(bufferBytes), grpc.WithWriteBufferSize(bufferBytes), grpc.WithSharedWriteBuffer(true))
 	if err != nil {
 		return nil, err
