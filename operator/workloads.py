@@ -227,7 +227,7 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
             moving=bool(status.get("move")),
             site_lost=lost,
             site_draining=draining,
-            unschedulable_for=_unschedulable_for(workload, kwargs, now),
+            unschedulable_for=_unschedulable_for(workload, kwargs, now, name),
         )
         verdict = assess(situation)
         if verdict.step is Step.MOVE:
@@ -461,12 +461,24 @@ def _moving_from(site: str, indexes: Mapping[str, Any]) -> bool:
     return False
 
 
-def _unschedulable_for(workload: dict[str, Any], indexes: Mapping[str, Any], now: float) -> float | None:
+def _unschedulable_for(workload: dict[str, Any], indexes: Mapping[str, Any], now: float, site: str) -> float | None:
+    """How long a pod of the workload's current epoch on ``site`` has waited for room that is not there: the
+    scheduler found no node for it, or Kueue holds it while the site's healthy GPUs no longer hold the work
+    placed there. A GPU or node failed, so the site's quotas shrank (``allocation``), and Kueue would hold
+    the pod for ever; whether Kueue or the scheduler saw the failure first is a race."""
     meta, status = workload["metadata"], workload.get("status") or {}
     epoch = int(status.get("epoch") or 0)
-    pods = indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), [])
-    waiting = [pod.unschedulable_since for pod in pods if pod.epoch == epoch and pod.unschedulable_since is not None]
+    pods = [pod for pod in indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), []) if pod.epoch == epoch]
+    waiting = [pod.unschedulable_since for pod in pods if pod.unschedulable_since is not None]
+    if any(pod.queued for pod in pods) and _short_of_gpus(site, indexes):
+        waiting += [pod.created for pod in pods if pod.queued and pod.created]
     return now - min(waiting) if waiting else None
+
+
+def _short_of_gpus(site: str, indexes: Mapping[str, Any]) -> bool:
+    """The work placed on ``site`` asks for more GPUs than it has healthy."""
+    placed: int = sum(gpus for _, _, gpus in indexes["workload_index"].get(site, []))
+    return placed > allocation.healthy_by_site(indexes).get(site, 0)
 
 
 def _in_use(indexes: Mapping[str, Any], deciding: Key) -> tuple[dict[str, int], dict[str, int], dict[str, list[tuple[int, int]]]]:

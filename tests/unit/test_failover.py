@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from gigafab.operator.failover import NO_ROOM_GRACE, Situation, Step, assess, may_start, move_order
 from gigafab.operator.site_contact import Contacts
 from gigafab.operator.workload_plan import SILENT_TAINT, runner_for, take
+from gigafab.operator.workloads import RunnerPod, _unschedulable_for
 
 
 def situation(**changes: object) -> Situation:
@@ -141,3 +143,31 @@ def test_a_moved_copy_is_created_held_and_tolerates_silence_until_its_node_has_f
     assert {"key": SILENT_TAINT, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 6} in tolerations
     assert not any(t["key"] == "gigafab.nl/gpu-failed" for t in tolerations), "a failed GPU evicts at once"
     assert runner_for(body(), "de-halm", "de-halm", 1)["spec"]["replicas"] == 3
+
+
+def waiting_indexes(healthy: int, pods: list[RunnerPod]) -> dict[str, Any]:
+    """The operator's indexes for one workload of two replicas of 8 GPUs placed on site ``a`` at epoch 1."""
+    site = {"name": "a", "body": {"spec": {"lifecycle": "Active"}, "status": {"gpusHealthy": healthy}}}
+    return {
+        "runner_pod_index": {("t", "wide"): pods},
+        "workload_index": {"a": [(("t", "wide"), 1, 16)]},
+        "site_index": {"a": [site]},
+    }
+
+
+def test_a_replica_kueue_holds_on_a_site_that_lost_gpus_waits_for_room_like_an_unschedulable_one() -> None:
+    """A node failed: its replica's new pod is held by Kueue, whose quota shrank with the site's healthy GPUs
+    before it admitted the pod, so the scheduler never calls it Unschedulable. It must count as waiting for
+    room all the same, or the work never moves (a race the e2e failover test lost once in CI)."""
+    workload = {"metadata": {"namespace": "t", "name": "wide"}, "status": {"epoch": 1, "site": "a"}}
+    running = RunnerPod(epoch=1, node="a-0", phase="Running", unschedulable_since=None, deleting=False, gpus=8, created=100.0)
+    held = RunnerPod(
+        epoch=1, node=None, phase="Pending", unschedulable_since=None, deleting=False, gpus=8, created=110.0, queued=True
+    )
+    assert _unschedulable_for(workload, waiting_indexes(8, [running, held]), 130.0, "a") == 20.0
+    assert _unschedulable_for(workload, waiting_indexes(16, [running, held]), 130.0, "a") is None, "room: Kueue will admit it"
+    assert _unschedulable_for(workload, waiting_indexes(8, [running]), 130.0, "a") is None
+    older = RunnerPod(
+        epoch=0, node=None, phase="Pending", unschedulable_since=None, deleting=False, gpus=8, created=50.0, queued=True
+    )
+    assert _unschedulable_for(workload, waiting_indexes(8, [running, held, older]), 130.0, "a") == 20.0, "its own epoch only"
