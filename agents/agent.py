@@ -39,7 +39,8 @@ from gigafab.health.v1 import health_pb2, health_pb2_grpc
 log = logging.getLogger("gigafab.agent")
 
 SESSIONS_KEPT = 4
-"""TLS sessions the agent keeps to resume (one per gateway address it tried last)."""
+"""TLS sessions the agent keeps to resume. gRPC keys them by the name the gateway's certificate is
+verified against (``AgentTls.server_name``), which a site's gateways share: in practice one."""
 
 
 class GpuInfo(Protocol):

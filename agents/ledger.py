@@ -32,6 +32,7 @@ allowance.
 
 from __future__ import annotations
 
+import statistics
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -216,6 +217,5 @@ class Delays:
         """The lower median of the nodes' delays noted since the last ``take`` (0 without any), and forget them."""
         if not self._latest:
             return 0.0
-        ordered = sorted(self._latest.values())
-        self._latest = {}
-        return max(ordered[(len(ordered) - 1) // 2], 0.0)
+        latest, self._latest = self._latest, {}
+        return max(statistics.median_low(latest.values()), 0.0)

@@ -338,26 +338,27 @@ def storm(plane: Plane, number: int, args: argparse.Namespace) -> dict[str, obje
     while documents[-1]["at"] < end + STATS_SECONDS:  # a stats window past the end: its Silents too
         time.sleep(TICK)
         look(plane, samples, documents)
-    record = read(plane.storming_status)["storms"][index]
+    steady_after, storming_after = read(plane.steady_status), read(plane.storming_status)
+    record = storming_after["storms"][index]
     during = within(samples, record["at"], max(back_at, record["at"] + 1.0))
     return {
         "storm": number,
         **reconnections(record, args.bound),
-        "new_tls_handshakes": read(plane.storming_status)["handshakes"] - storming_before["handshakes"],
-        "resumed_tls_sessions": read(plane.storming_status).get("resumed", 0) - storming_before.get("resumed", 0),
+        "new_tls_handshakes": storming_after["handshakes"] - storming_before["handshakes"],
+        "resumed_tls_sessions": storming_after.get("resumed", 0) - storming_before.get("resumed", 0),
         **throughput(before, during, samples),
         **steady_latency(steady_documents, documents, record["at"], back_at),
         "false_silent": documents[-1]["silenced"] - documents[0]["silenced"],
         **silent_nodes(asyncio.run(silences(plane.etcd_port, revision + 1)), plane.first_storming),
         "refused": refusals(documents[0]["refused"], documents[-1]["refused"]),
-        "steady_streams_broken": read(plane.steady_status)["stream_failures"] - steady_before["stream_failures"],
-        "reconnecting_streams_broken": read(plane.storming_status)["stream_failures"] - storming_before["stream_failures"],
+        "steady_streams_broken": steady_after["stream_failures"] - steady_before["stream_failures"],
+        "reconnecting_streams_broken": storming_after["stream_failures"] - storming_before["stream_failures"],
         # reports an agent of the generators sent over 3 s after its previous one: the generators share the
         # machine's CPU with the gateway, and such an agent was silent in truth
-        "agent_stalls": read(plane.steady_status).get("stalls", 0)
-        - steady_before.get("stalls", 0)
-        + read(plane.storming_status).get("stalls", 0)
-        - storming_before.get("stalls", 0),
+        "agent_stalls": sum(
+            later.get("stalls", 0) - earlier.get("stalls", 0)
+            for earlier, later in ((steady_before, steady_after), (storming_before, storming_after))
+        ),
         **gateway_use(before, during, samples),
     }
 

@@ -211,6 +211,7 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
     draining = (body.get("spec") or {}).get("lifecycle") == "Draining"
     if draining and _moving_from(name, kwargs):
         draining = False  # one at a time: the next leaves once the last one runs elsewhere
+    short_of_gpus = _short_of_gpus(name, kwargs)
     candidates = sorted(
         (w for key, _, _ in placed if (w := first(bodies, key)) is not None),
         key=lambda w: move_order(str((w.get("spec") or {}).get("criticality", "standard")), w["metadata"]["name"]),
@@ -227,7 +228,7 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
             moving=bool(status.get("move")),
             site_lost=lost,
             site_draining=draining,
-            unschedulable_for=_unschedulable_for(workload, kwargs, now, name),
+            unschedulable_for=_unschedulable_for(workload, kwargs, now, short_of_gpus),
         )
         verdict = assess(situation)
         if verdict.step is Step.MOVE:
@@ -461,16 +462,16 @@ def _moving_from(site: str, indexes: Mapping[str, Any]) -> bool:
     return False
 
 
-def _unschedulable_for(workload: dict[str, Any], indexes: Mapping[str, Any], now: float, site: str) -> float | None:
-    """How long a pod of the workload's current epoch on ``site`` has waited for room that is not there: the
-    scheduler found no node for it, or Kueue holds it while the site's healthy GPUs no longer hold the work
-    placed there. A GPU or node failed, so the site's quotas shrank (``allocation``), and Kueue would hold
-    the pod for ever; whether Kueue or the scheduler saw the failure first is a race."""
+def _unschedulable_for(workload: dict[str, Any], indexes: Mapping[str, Any], now: float, short_of_gpus: bool) -> float | None:
+    """How long a pod of the workload's current epoch has waited for room that is not there: the scheduler
+    found no node for it, or Kueue holds it while its site is ``short_of_gpus`` (its healthy GPUs no longer
+    hold the work placed there). A GPU or node failed, so the site's quotas shrank (``allocation``), and Kueue
+    would hold the pod for ever; whether Kueue or the scheduler saw the failure first is a race."""
     meta, status = workload["metadata"], workload.get("status") or {}
     epoch = int(status.get("epoch") or 0)
     pods = [pod for pod in indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), []) if pod.epoch == epoch]
     waiting = [pod.unschedulable_since for pod in pods if pod.unschedulable_since is not None]
-    if any(pod.queued for pod in pods) and _short_of_gpus(site, indexes):
+    if short_of_gpus:
         waiting += [pod.created for pod in pods if pod.queued and pod.created]
     return now - min(waiting) if waiting else None
 

@@ -9,7 +9,7 @@ import pytest
 from gigafab.operator.failover import NO_ROOM_GRACE, Situation, Step, assess, may_start, move_order
 from gigafab.operator.site_contact import Contacts
 from gigafab.operator.workload_plan import SILENT_TAINT, runner_for, take
-from gigafab.operator.workloads import RunnerPod, _unschedulable_for
+from gigafab.operator.workloads import RunnerPod, _short_of_gpus, _unschedulable_for
 
 
 def situation(**changes: object) -> Situation:
@@ -155,6 +155,11 @@ def waiting_indexes(healthy: int, pods: list[RunnerPod]) -> dict[str, Any]:
     }
 
 
+def waited(workload: dict[str, Any], indexes: dict[str, Any]) -> float | None:
+    """How long, at 130 s, the operator finds a pod of ``workload`` on site ``a`` waiting for room."""
+    return _unschedulable_for(workload, indexes, 130.0, _short_of_gpus("a", indexes))
+
+
 def test_a_replica_kueue_holds_on_a_site_that_lost_gpus_waits_for_room_like_an_unschedulable_one() -> None:
     """A node failed: its replica's new pod is held by Kueue, whose quota shrank with the site's healthy GPUs
     before it admitted the pod, so the scheduler never calls it Unschedulable. It must count as waiting for
@@ -164,10 +169,10 @@ def test_a_replica_kueue_holds_on_a_site_that_lost_gpus_waits_for_room_like_an_u
     held = RunnerPod(
         epoch=1, node=None, phase="Pending", unschedulable_since=None, deleting=False, gpus=8, created=110.0, queued=True
     )
-    assert _unschedulable_for(workload, waiting_indexes(8, [running, held]), 130.0, "a") == 20.0
-    assert _unschedulable_for(workload, waiting_indexes(16, [running, held]), 130.0, "a") is None, "room: Kueue will admit it"
-    assert _unschedulable_for(workload, waiting_indexes(8, [running]), 130.0, "a") is None
+    assert waited(workload, waiting_indexes(8, [running, held])) == 20.0
+    assert waited(workload, waiting_indexes(16, [running, held])) is None, "room: Kueue will admit it"
+    assert waited(workload, waiting_indexes(8, [running])) is None
     older = RunnerPod(
         epoch=0, node=None, phase="Pending", unschedulable_since=None, deleting=False, gpus=8, created=50.0, queued=True
     )
-    assert _unschedulable_for(workload, waiting_indexes(8, [running, held, older]), 130.0, "a") == 20.0, "its own epoch only"
+    assert waited(workload, waiting_indexes(8, [running, held, older])) == 20.0, "its own epoch only"

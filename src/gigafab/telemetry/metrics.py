@@ -107,6 +107,10 @@ class GatewayCounts(Protocol):
         """Connections whose handshake began and whose Report stream has not started yet."""
 
 
+HANDSHAKES = ("full", "resumed")
+"""The TLS handshakes a gateway counts its streams' connections by (``GatewayCounts.opened``)."""
+
+
 class GatewayCollector(Collector):
     """A gateway's metrics, read from its counts at each scrape. ``reasons`` and ``states`` are
     exported at 0 before the first of them happens, so that rates exist from the start."""
@@ -119,35 +123,38 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         counts, site = self.counts, self.site
-        refused = dict.fromkeys(self.reasons, 0) | dict(counts.refused)  # dict(): one atomic copy
-        transitions = dict.fromkeys(self.states, 0) | dict(counts.transitions)
         yield _counter(
             "gigafab_gateway_reports",
             "Health reports the gateway took from its agents (reports/s is its rate).",
             ["site"],
             [([site], counts.reports)],
         )
-        yield _counter(
+        yield _by_label(
             "gigafab_gateway_transitions",
             "Health transitions of nodes and GPUs the gateway saw, by the state they lead to "
             "(Healthy, Degraded, Failed, Silent).",
-            ["site", "to_state"],
-            [([site, state], count) for state, count in sorted(transitions.items())],
+            site,
+            "to_state",
+            counts.transitions,
+            self.states,
         )
-        yield _counter(
+        yield _by_label(
             "gigafab_gateway_rejected_calls",
             "Report calls the gateway refused, by reason (identity_mismatch, wrong_site, replayed_sequence, "
             "malformed, oversized).",
-            ["site", "reason"],
-            [([site, reason], count) for reason, count in sorted(refused.items())],
+            site,
+            "reason",
+            counts.refused,
+            self.reasons,
         )
-        opened = {"full": 0, "resumed": 0} | dict(counts.opened)
-        yield _counter(
+        yield _by_label(
             "gigafab_gateway_opened_streams",
             "Report streams opened, by the TLS handshake of their connection: full (certificates signed and "
             "verified) or resumed (an earlier session of the same agent: cheaper, as after a network blip).",
-            ["site", "handshake"],
-            [([site, handshake], count) for handshake, count in sorted(opened.items())],
+            site,
+            "handshake",
+            counts.opened,
+            HANDSHAKES,
         )
         agents = GaugeMetricFamily("gigafab_gateway_connected_agents", "Agents with a report stream open now.", labels=["site"])
         agents.add_metric([site], counts.streams)
@@ -168,6 +175,14 @@ class GatewayCollector(Collector):
         )
         waiting.add_metric([site], counts.connections_waiting)
         yield waiting
+
+
+def _by_label(
+    name: str, documentation: str, site: str, label: str, counts: Mapping[str, int], known: Iterable[str]
+) -> CounterMetricFamily:
+    """A counter of ``site`` by ``label``: ``counts``, and 0 for each ``known`` value not counted yet."""
+    values = dict.fromkeys(known, 0) | dict(counts)  # dict(): one atomic copy
+    return _counter(name, documentation, ["site", label], [([site, value], count) for value, count in sorted(values.items())])
 
 
 def _counter(name: str, documentation: str, labels: list[str], rows: Iterable[tuple[list[str], float]]) -> CounterMetricFamily:
