@@ -7,10 +7,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gigafab.api.labels import SITE_NODE_LABEL, ZONE_LABEL
 from gigafab.local.layout import KWOK_VERSION
 from gigafab.local.processes import PlaneError
 
-ZONE_LABEL = "topology.kubernetes.io/zone"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_MODEL_LABEL = "nvidia.com/gpu.product"
 GPU_POWER_LABEL = "gigafab.nl/gpu-power-watts"
@@ -31,7 +31,7 @@ def node_name(site: str, index: int) -> str:
 
 
 def gpu_node(site: str, index: int, *, gpus: int, model: str = "NVIDIA-H100-80GB-HBM3", watts: int = 700) -> dict[str, Any]:
-    """A fake GPU node of ``site``: zone label, GPU capacity, model and power labels."""
+    """A fake GPU node of ``site``: zone and site labels, GPU capacity, model and power labels."""
     capacity = {"cpu": "128", "memory": "2Ti", "pods": "110", GPU_RESOURCE: str(gpus)}
     name = node_name(site, index)
     return {
@@ -46,6 +46,7 @@ def gpu_node(site: str, index: int, *, gpus: int, model: str = "NVIDIA-H100-80GB
                 "kubernetes.io/arch": "amd64",
                 "type": "kwok",
                 ZONE_LABEL: site,
+                SITE_NODE_LABEL: site,
                 GPU_MODEL_LABEL: model,
                 GPU_POWER_LABEL: str(watts),
                 "gigafab.nl/gpu-node": "true",
