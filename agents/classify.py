@@ -2,7 +2,8 @@
 
 - Failed: XID 48 (double-bit ECC), 64 (ECC page retirement / row remap failure),
   74 (NVLink error), 79 (fallen off the bus), 95 (uncontained ECC error), any new
-  uncorrected (double-bit) ECC error, or a failed row remap.
+  uncorrected (double-bit) ECC error, a failed row remap, or a GPU NVML cannot read
+  (lost from the bus, needing a reset, or any other NVML error).
 - Degraded: XID 63 (row remap / page retirement recorded, reset pending), XID 94
   (contained ECC error), a pending row remap, overheating, power above the limit, or
   new NVLink errors.
@@ -49,6 +50,9 @@ class Reading:
     power_limit_watts: float = 700.0
     nvlink_errors: int = 0
     reset: bool = False
+    lost: str = ""
+    """Why NVML could not read the GPU (its error); empty when it did. The other fields then repeat the last
+    reading that succeeded."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ def classify(previous: Verdict, reading: Reading) -> Verdict:
         lasting.append((Health.FAILED, "uncorrected (double-bit) ECC error"))
     if reading.remapped_rows_failure:
         lasting.append((Health.FAILED, "row remapping failed"))
+    if reading.lost:
+        lasting.append((Health.FAILED, f"unreadable through NVML: {reading.lost}"))
     sticky, sticky_reason = _worst(item for item in lasting if item[0] > Health.HEALTHY)
     passing: list[tuple[Health, str]] = []
     if reading.remapped_rows_pending:

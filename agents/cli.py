@@ -13,6 +13,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gigafab.agents.agent import GpuBackend
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,17 +44,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         help="export traces over OTLP/gRPC, e.g. http://collector:4317 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
     )
 
-    agent = commands.add_parser("agent", help="run simulated node agents (one per --node) in this process")
+    agent = commands.add_parser(
+        "agent", help="run node agents: simulated ones (one per --node), or this node's real GPUs (--backend nvml)"
+    )
     agent.add_argument("--site", required=True)
     agent.add_argument("--node", action="append", required=True, help="node name; repeat for several agents")
     agent.add_argument("--gateway", action="append", required=True, help="gateway host:port; repeat to fail over")
     agent.add_argument("--pki", type=Path, required=True, help="folder with <node>.crt, <node>.key and ca.crt")
-    agent.add_argument("--gpus", type=int, default=8, help="simulated GPUs per node")
+    agent.add_argument("--gpus", type=int, default=8, help="simulated GPUs per node (--backend simulated)")
     agent.add_argument(
         "--backend",
         choices=["simulated", "nvml"],
         default="simulated",
-        help="nvml: this machine's real GPUs through NVML (one --node)",
+        help="nvml: this machine's real GPUs through NVML (exactly one --node: this node); exits 1 without NVML",
     )
     agent.add_argument("--interval", type=float, default=1.0)
     agent.add_argument(
@@ -104,17 +110,41 @@ def run(args: argparse.Namespace) -> int:
             if traces is not None:
                 traces.shutdown()  # flushes the last spans
         return 0
-    asyncio.run(_agents(args))
+    backends = _backends(args)
+    if isinstance(backends, int):
+        return backends
+    asyncio.run(_agents(args, backends))
     return 0
 
 
-async def _agents(args: argparse.Namespace) -> None:
+def _backends(args: argparse.Namespace) -> dict[str, GpuBackend] | int:
+    """Each ``--node``'s GPUs, or the exit code of a command that cannot run: 2 for nvml with other than one
+    node (it reads this machine's GPUs), 1 when this host has no NVML (the message says what to do)."""
+    if args.backend == "simulated":
+        from gigafab.agents.simulated import SimulatedBackend
+
+        return {node: SimulatedBackend(node, args.gpus) for node in args.node}
+    if len(args.node) != 1:
+        nodes = ", ".join(args.node)
+        print(
+            f"gigafab: --backend nvml reads this machine's GPUs: give one --node, this node's name (not {nodes})", file=sys.stderr
+        )
+        return 2
+    from gigafab.agents.nvml import NvmlBackend, NvmlUnavailable
+
+    try:
+        return {args.node[0]: NvmlBackend()}
+    except NvmlUnavailable as missing:
+        print(f"gigafab: {missing}", file=sys.stderr)
+        return 1
+
+
+async def _agents(args: argparse.Namespace, backends: dict[str, GpuBackend]) -> None:
     import asyncio
 
     from gigafab.agents.agent import Agent
     from gigafab.agents.control import FaultControl
     from gigafab.agents.fencing import CriRuntime, Fence, SimulatedRuntime
-    from gigafab.agents.simulated import SimulatedBackend
     from gigafab.agents.tls import AgentTls
 
     # a real node's fence must really stop its work: never simulated unless asked for
@@ -123,7 +153,7 @@ async def _agents(args: argparse.Namespace) -> None:
         node: Agent(
             node,
             args.site,
-            SimulatedBackend(node, args.gpus),
+            backends[node],
             args.gateway,
             AgentTls(args.pki / f"{node}.crt", args.pki / f"{node}.key", args.pki / "ca.crt", args.server_name),
             args.interval,

@@ -3,7 +3,8 @@
 Each agent holds one ``Report`` stream. The gateway checks that the client
 certificate's common name is the node the report speaks for and that the
 certificate is one of this site's nodes (organization ``gigafab:site:<site>``, see
-``tls.site_group``), and that the report names this site, keeps the latest state in its ledger and hands the transitions
+``tls.site_group``), that the report names this site and that its sequence is not implausibly far
+ahead of the gateway's clock (``ledger.check_sequence``), keeps the latest state in its ledger and hands the transitions
 to a sink (etcd, in the running system). It acknowledges a stream's first report and
 every report whose change has been recorded; a report that repeats the last state is
 taken silently (at 10,000 agents an answer to each would cost as much as the reports
@@ -29,7 +30,7 @@ from typing import Protocol
 import grpc
 from gigafab.agents.arrivals import Arrivals
 from gigafab.agents.fencing import FENCE_AFTER_HEADER
-from gigafab.agents.ledger import Delays, GpuReport, Lag, Ledger, Refused, Transition
+from gigafab.agents.ledger import Delays, GpuReport, Lag, Ledger, Refused, Transition, check_sequence
 from gigafab.agents.tls import GatewayTls, certificate_sites, site_group
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2_grpc
@@ -82,6 +83,7 @@ STATUS_OF = {
     "identity_mismatch": grpc.StatusCode.PERMISSION_DENIED,
     "wrong_site": grpc.StatusCode.PERMISSION_DENIED,
     "replayed_sequence": grpc.StatusCode.INVALID_ARGUMENT,
+    "implausible_sequence": grpc.StatusCode.INVALID_ARGUMENT,
     "malformed": grpc.StatusCode.INVALID_ARGUMENT,
     "oversized": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "fence_mismatch": grpc.StatusCode.FAILED_PRECONDITION,
@@ -265,6 +267,7 @@ class Stream:
         gateway, node = self.gateway, request.node
         try:
             check_speaker(node.node, self.holder, gateway.ledger.site, gateway.fence_after)
+            check_sequence(node.node, request.sequence, time.time_ns() // 1000)
             now = gateway.clock()
             signature = tuple([gpu.health for gpu in request.gpus])
             if gateway.ledger.heard(node.node, node.site, request.sequence, signature, now):

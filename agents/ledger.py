@@ -39,6 +39,19 @@ from dataclasses import dataclass, field
 
 HEALTHY, DEGRADED, FAILED, SILENT = "Healthy", "Degraded", "Failed", "Silent"
 _ORDER = {HEALTHY: 0, DEGRADED: 1, FAILED: 2}
+SEQUENCE_AHEAD_ALLOWED_US = 300 * 1_000_000
+"""How far (microseconds) a report's sequence may be ahead of the gateway's wall clock.
+
+An agent numbers its reports by its own wall clock in microseconds, and by one more per report when
+reports come faster than that (``agent.Agent.report``), so an honest sequence is ahead of the gateway's
+clock by no more than the node's clock is ahead of the gateway's. Five minutes is the clock skew Kerberos
+tolerates by default (MIT krb5's ``clockskew``, 300 s): far more than clocks kept by NTP drift, so a node
+is refused for it only when its clock is plainly wrong (the refusal says so).
+
+It also bounds what a stolen node certificate can do with sequences alone. Without it a single report with
+sequence 2^64-1 made every later report of that node "replayed", forever, even after the thief was gone.
+With it the node's last sequence can be pushed at most this far ahead of the present, and the node's own
+agent, whose sequence follows its clock, is taken again once that moment has passed."""
 
 
 class Refused(ValueError):
@@ -75,6 +88,19 @@ class NodeRecord:
     gpus: dict[int, str] = field(default_factory=dict)
     signature: object = None
     """What ``heard`` compares: set by ``observe``, None after a restore (never equal)."""
+
+
+def check_sequence(node: str, sequence: int, wall_us: int) -> None:
+    """Refuse a ``sequence`` further ahead of the gateway's wall clock (``wall_us``, microseconds since 1970)
+    than any agent's can be (``SEQUENCE_AHEAD_ALLOWED_US``). Checked before the ledger, so a refused
+    sequence never becomes the node's last."""
+    ahead = sequence - wall_us
+    if ahead > SEQUENCE_AHEAD_ALLOWED_US:
+        raise Refused(
+            "implausible_sequence",
+            f"sequence {sequence} of {node} is {ahead / 1e6:.0f} s ahead of this gateway's clock (at most "
+            f"{SEQUENCE_AHEAD_ALLOWED_US / 1e6:.0f} s allowed): agents number reports by their clock, is the node's clock right?",
+        )
 
 
 def node_health(gpus: Sequence[GpuReport]) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from gigafab.agents.classify import APPLICATION_XIDS, Health, Reading, Verdict, 
         (Reading(power_watts=900, power_limit_watts=700), Health.DEGRADED),
         (Reading(nvlink_errors=3), Health.DEGRADED),
         (Reading(xids=(63, 79)), Health.FAILED),
+        (Reading(lost="NVMLError_GpuIsLost: GPU is lost"), Health.FAILED),
         (Reading(), Health.HEALTHY),
     ],
 )
@@ -31,6 +32,13 @@ def test_failed_stays_failed_until_reset() -> None:
     quiet = classify(classify(failed, Reading()), Reading())
     assert (quiet.health, quiet.reason) == (Health.FAILED, "XID 79")
     assert classify(quiet, Reading(reset=True)).health is Health.HEALTHY
+
+
+def test_a_gpu_nvml_cannot_read_stays_failed_until_reset_with_the_error_as_reason() -> None:
+    lost = classify(Verdict(), Reading(lost="NVMLError_GpuIsLost: GPU is lost"))
+    assert (lost.health, lost.reason) == (Health.FAILED, "unreadable through NVML: NVMLError_GpuIsLost: GPU is lost")
+    assert classify(lost, Reading()).health is Health.FAILED
+    assert classify(lost, Reading(reset=True)).health is Health.HEALTHY
 
 
 def test_ecc_counts_are_compared_with_the_last_reading() -> None:

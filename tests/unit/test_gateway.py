@@ -162,6 +162,7 @@ def test_first_and_changed_reports_are_acknowledged_and_only_transitions_recorde
             grpc.StatusCode.INVALID_ARGUMENT,
             "malformed",
         ),
+        ("de-halm-gpu-012", [report("de-halm-gpu-012", 2**64 - 1)], grpc.StatusCode.INVALID_ARGUMENT, "implausible_sequence"),
     ],
 )
 def test_refused_reports_get_their_status_and_the_gateway_serves_on(
@@ -185,6 +186,49 @@ def test_refused_reports_get_their_status_and_the_gateway_serves_on(
 
     gateway, _ = asyncio.run(scenario(pki, start, body))
     assert gateway.refused[reason] == 1
+
+
+def test_a_thief_cannot_lock_a_node_out_with_its_sequence(pki: Authority, start: Start) -> None:
+    """Someone holding a node's certificate sends sequence 2^64-1: refused (``implausible_sequence``), and the
+    node's last sequence does not move, so its real agent goes on reporting. A sequence pushed ahead within
+    what a fast clock may explain is taken, and then shuts the real agent out ("replayed") only until the
+    agent's clock, which its sequence follows, has passed it."""
+    node = "de-halm-gpu-013"
+    pair = agent_cert(pki, node)
+
+    async def body(port: int, gateway: HealthGateway) -> None:
+        agent = Agent(
+            node, SITE, SimulatedBackend(node, 2), [f"127.0.0.1:{port}"], AgentTls(pair.cert, pair.key, pki.pair.cert), 0.1
+        )
+        running = asyncio.create_task(agent.run())
+        try:
+            await eventually_true(lambda: node in gateway.ledger.nodes)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await exchange(port, pki, pair, report(node, 2**64 - 1))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            taken = gateway.ledger.nodes[node].sequence
+            assert taken < 2**63, "a refused sequence never becomes the node's last"
+            await eventually_true(lambda: gateway.ledger.nodes[node].sequence > taken + 5)
+            assert gateway.refused == {"implausible_sequence": 1}
+
+            ahead = time.time_ns() // 1000 + 2_000_000  # two seconds ahead: a clock may be that fast
+            await exchange(port, pki, pair, report(node, ahead))
+            await eventually_true(lambda: gateway.refused["replayed_sequence"] > 0)
+            await eventually_true(lambda: gateway.ledger.nodes[node].sequence > ahead, timeout=15.0)
+            await eventually_true(lambda: agent.connected)
+        finally:
+            running.cancel()
+
+    async def main() -> None:
+        gateway = HealthGateway(Ledger(SITE), Recorder())
+        served = pki.issue_server("gateway", ("localhost", "127.0.0.1"))
+        server, port = await start(gateway, GatewayTls(served.cert, served.key, pki.pair.cert))
+        try:
+            await body(port, gateway)
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
 
 
 def test_no_client_certificate_is_refused(pki: Authority, start: Start) -> None:

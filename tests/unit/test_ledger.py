@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from gigafab.agents.ledger import FAILED, HEALTHY, SILENT, Delays, GpuReport, Lag, Ledger, Refused, Transition
+from gigafab.agents.ledger import (
+    FAILED,
+    HEALTHY,
+    SEQUENCE_AHEAD_ALLOWED_US,
+    SILENT,
+    Delays,
+    GpuReport,
+    Lag,
+    Ledger,
+    Refused,
+    Transition,
+    check_sequence,
+)
 
 OK = [GpuReport(0, HEALTHY), GpuReport(1, HEALTHY)]
 
@@ -37,6 +49,17 @@ def test_refusals_name_their_reason_and_change_nothing(site: str, sequence: int,
         ledger.observe("n1", site, sequence, [GpuReport(0, FAILED)], now=1.0)
     assert refused.value.reason == reason
     assert ledger.nodes["n1"].gpus == {0: HEALTHY, 1: HEALTHY}
+
+
+def test_a_sequence_is_refused_only_when_further_ahead_of_the_clock_than_any_agent_can_be() -> None:
+    wall = 1_760_000_000_000_000  # microseconds since 1970, as agents number their reports
+    check_sequence("n1", wall + SEQUENCE_AHEAD_ALLOWED_US, wall)  # a node whose clock is 5 minutes fast
+    check_sequence("n1", 1, wall)  # far behind is the ledger's to judge (replay), not this
+    for sequence in (wall + SEQUENCE_AHEAD_ALLOWED_US + 1, 2**64 - 1):
+        with pytest.raises(Refused) as refused:
+            check_sequence("n1", sequence, wall)
+        assert refused.value.reason == "implausible_sequence"
+        assert "is the node's clock right?" in str(refused.value)
 
 
 def test_silence_is_noticed_once_and_a_report_ends_it() -> None:

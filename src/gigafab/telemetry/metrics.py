@@ -140,8 +140,8 @@ class GatewayCollector(Collector):
         )
         yield _by_label(
             "gigafab_gateway_rejected_calls",
-            "Report calls the gateway refused, by reason (identity_mismatch, wrong_site, replayed_sequence, "
-            "malformed, oversized).",
+            "Report calls the gateway refused, by reason (identity_mismatch, wrong_site, fence_mismatch, "
+            "replayed_sequence, implausible_sequence, malformed, oversized).",
             site,
             "reason",
             counts.refused,
