@@ -209,8 +209,10 @@ class Fence:
         self._fence(reason)
 
     def reset(self, reason: str) -> None:
-        """The watchdog stopped the node: it is back, fenced, and what the kubelet restarted must stop again."""
-        self.fenced = False
+        """The watchdog stopped the node: it is back, fenced, and what the kubelet restarted must stop again
+        (a fence not stepped yet, such as the one an agent starts with, already will)."""
+        if self.due_at is not None:
+            self.fenced = False
         self._fence(reason)
 
     def stopped(self, ok: bool) -> None:

@@ -24,6 +24,7 @@ from gigafab.agents.fencing import (
     Fence,
     SimulatedRuntime,
     Start,
+    Step,
     check_watchdog_timeout,
     watchdog_seconds,
 )
@@ -158,6 +159,13 @@ def test_the_watchdog_reset_the_node_so_the_agent_fences_again_and_stops_what_th
     fence.reset("the watchdog stopped the node")
     step = fence.step()
     assert (step.stop, step.pet) == ("the watchdog stopped the node", STOP_WITHIN)
+    fence.stopped(False)
+    clock.now += 5
+    fence.reset("the watchdog stopped the node again")
+    assert fence.step() == Step("the watchdog stopped the node again", False, STOP_WITHIN), "a new second to stop"
+    restarted = Fence(fence_after=4.0, clock=clock, start=Start(fenced=True, reason="fenced before the agent started"))
+    restarted.reset("the watchdog stopped the node")
+    assert restarted.step().stop == "fenced before the agent started", "one fence, told once"
 
 
 @pytest.mark.parametrize(("fence_after", "interval"), [(4.0, 1.0), (30.0, 1.0), (10.0, 2.0), (2.0, 0.5)])
