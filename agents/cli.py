@@ -1,4 +1,4 @@
-"""``gigafab gateway`` and ``gigafab agent``: the health plane's processes.
+"""``gigafab gateway``, ``gigafab agent`` and ``gigafab watchdog``: the health plane's processes.
 
 Each command imports only what its process needs: an agent runs on every GPU node,
 and the gateway's etcd client and server code would cost it memory for nothing.

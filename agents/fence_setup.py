@@ -49,6 +49,8 @@ def _checked(args: argparse.Namespace) -> tuple[str, str, int]:
         )
     if watchdog == "simulated" and args.state_dir is None:
         raise FenceSetupError("--watchdog simulated keeps its pets in --state-dir: give one")
+    if watchdog not in ("none", "simulated") and not watchdog.startswith("/"):
+        raise FenceSetupError(f"--watchdog takes a device (e.g. /dev/watchdog), simulated or none, not {watchdog!r}")
     if watchdog not in ("none", "simulated") and len(args.node) > 1:
         raise FenceSetupError(f"a node has one watchdog ({watchdog}): run one agent (--node) per process with it")
     if watchdog != "none" and (why := check_watchdog_timeout(timeout, args.fence_after, args.interval)):

@@ -39,9 +39,8 @@ log = logging.getLogger("gigafab.watchdog")
 
 EXPIRED_REASON = "watchdog expired"
 
-# <linux/watchdog.h>: _IOWR('W', 6, int) and _IOR('W', 7, int); tests compare them with the kernel's header
 WDIOC_SETTIMEOUT = 0xC0045706
-WDIOC_GETTIMEOUT = 0x80045707
+"""``_IOWR('W', 6, int)`` of ``<linux/watchdog.h>`` (a test compares it with the kernel's header)."""
 MAGIC_CLOSE = b"V"
 
 

@@ -313,3 +313,32 @@ def test_an_agent_whose_gateway_is_gone_fences_after_fence_after(pki: Authority)
             assert await until(lambda: runtime.fenced_at is None, 10), "reconnected and acknowledged: lifted"
 
     asyncio.run(main())
+
+
+# -- the agent's flags ---------------------------------------------------------------------------
+
+
+AGENT = ["agent", f"--site={SITE}", "--node=n1", "--gateway=127.0.0.1:1", "--pki=/nonexistent"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "said"),
+    [
+        (["--runtime=cri"], 2, "a real node's fence must outlive its agent: give --state-dir"),
+        (["--watchdog=simulated"], 2, "--watchdog simulated keeps its pets in --state-dir: give one"),
+        (["--watchdog=softdog"], 2, "--watchdog takes a device (e.g. /dev/watchdog), simulated or none, not 'softdog'"),
+        (["--watchdog=/dev/watchdog", "--node=n2"], 2, "a node has one watchdog (/dev/watchdog): run one agent"),
+        (["--watchdog=/dev/watchdog", "--watchdog-timeout=5", "--fence-after=4"], 2, "shorten --watchdog-timeout"),
+        (["--runtime=cri", "--state-dir={tmp}", "--watchdog={tmp}/no-watchdog"], 1, "load softdog (`modprobe softdog`)"),
+    ],
+    ids=["cri without a state dir", "simulated without a state dir", "not a device", "two nodes", "too late", "no device"],
+)
+def test_fence_flags_that_cannot_keep_the_promise_are_refused_before_anything_starts(
+    flags: list[str], code: int, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gigafab.cli import main
+
+    assert main([*AGENT, *(flag.format(tmp=tmp_path) for flag in flags)]) == code
+    error = capsys.readouterr().err
+    assert error.startswith("gigafab agent: ")
+    assert said in error
