@@ -4,7 +4,8 @@ Every ``fencing.TICK`` (and at once when contact comes or goes, or a gateway ord
 fence) the keeper takes a step and applies it: it keeps the node's record on the host,
 pets the watchdog for as long as the step allows (or withholds the pet), lifts, and
 stops the node's work when the fence says so. A runtime that blocks (crictl) is called
-in a worker thread, so the agent's stream goes on meanwhile.
+in a worker thread, so the agent's stream goes on meanwhile; the record is written in one
+too, beside the loop, so that a slow disk holds up neither the pets nor the fence.
 
 Nothing that fails here ends the loop: each failure is logged, counted by stage
 (``agent_metrics``), and the next tick tries again. A stop that fails leaves the node
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +58,8 @@ class FenceKeeper:
         self.metrics = metrics or AgentMetrics()
         self.wake = asyncio.Event()
         self.saved: FenceRecord | None = None
+        self.saving: asyncio.Task[None] | None = None
+        self.writing = threading.Lock()
         self.withheld = False
         self.on_reset: Callable[[], None] = lambda: None
         """Told when the watchdog stopped the node (the agent then opens a new stream)."""
@@ -142,20 +146,31 @@ class FenceKeeper:
             self.contact_at = now
         return FenceRecord(self.node, self.fence.fenced, self.fence.reason if self.fence.fenced else "", self.contact_at)
 
-    async def _keep_record(self) -> None:
-        if self.record is None:
+    def _keep_record(self) -> None:
+        """Save the record when it changed, in a worker thread and beside the loop: an fsync that takes long
+        on a busy disk must not hold up the pets. One save at a time; the next tick saves what is newest."""
+        if self.record is None or (self.saving is not None and not self.saving.done()):
             return
         wanted = self._wanted()
         if wanted != self.saved:
-            await asyncio.to_thread(save, self.record, wanted)  # fsync may take a while on a busy disk
-            self.saved = wanted
+            self.saving = asyncio.create_task(self._save(self.record, wanted))
+
+    async def _save(self, path: Path, record: FenceRecord) -> None:
+        if await self._guarded("record", lambda: asyncio.to_thread(self._write, path, record)):
+            self.saved = record
+
+    def _write(self, path: Path, record: FenceRecord) -> None:
+        with self.writing:  # one write at a time, so the last one written is the last one asked for
+            save(path, record)
 
     def close(self) -> None:
         """A clean stop: disarm only a node in contact; keep its record."""
+        if self.saving is not None:
+            self.saving.cancel()  # a write its thread began ends first (``writing``): this one is the last
         disarm = self.fence.in_contact
         try:
             if self.record is not None:
-                save(self.record, self._wanted())
+                self._write(self.record, self._wanted())
         except OSError as failure:
             log.error("agent %s: cannot keep the fence record on stopping: %s", self.node, failure)
         self.watchdog.close(disarm=disarm)

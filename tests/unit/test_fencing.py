@@ -9,6 +9,7 @@ processes with the simulated watchdog.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,7 +35,7 @@ from gigafab.agents.ledger import Ledger
 from gigafab.agents.record import FenceRecord, RecordError, load, save, start_of
 from gigafab.agents.simulated import Fault, SimulatedBackend
 from gigafab.agents.tls import AgentTls, GatewayTls
-from gigafab.agents.watchdog import Watchdog
+from gigafab.agents.watchdog import SimulatedWatchdog, Watchdog, pet_path
 from gigafab.operator.site_contact import FENCE_MARGIN
 
 from gigafab.local.pki import Authority, node_identity
@@ -228,6 +229,30 @@ def test_the_record_is_replaced_whole_and_an_unreadable_one_is_kept_aside_and_re
         load(path, "n1")
     assert (tmp_path / "fence-n1.json.unreadable").read_text() == '{"fenced": tru'
     assert load(path, "n1") is None
+
+
+def test_a_record_that_cannot_be_written_is_counted_and_holds_up_neither_the_pets_nor_the_fence(tmp_path: Path) -> None:
+    """The keeper's loop on its own (no gateway: contact is told by hand), with the simulated watchdog."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+
+    async def main() -> None:
+        runtime = SimulatedRuntime("n1")
+        keeper = FenceKeeper("n1", Fence(4.0), runtime, SimulatedWatchdog(tmp_path, "n1"), gone / "fence-n1.json")
+        keeper.connected()
+        gone.rmdir()  # the host's folder went away
+        running = asyncio.create_task(keeper.run())
+        assert await until(lambda: keeper.metrics.failures["n1", "record"] >= 2, 5), "counted, and tried again"
+        before = json.loads(pet_path(tmp_path, "n1").read_text())["expires"]
+        assert await until(lambda: json.loads(pet_path(tmp_path, "n1").read_text())["expires"] > before, 2), "still petted"
+        keeper.ordered("gateway lost etcd")
+        assert await until(lambda: runtime.fenced_at is not None, 2), "and the fence goes on"
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        assert pet_path(tmp_path, "n1").exists(), "stopped while fenced: the watchdog is left armed"
+
+    asyncio.run(main())
 
 
 # -- a real agent and gateway --------------------------------------------------------------------
