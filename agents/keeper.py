@@ -5,7 +5,8 @@ fence) the keeper takes a step and applies it: it keeps the node's record on the
 pets the watchdog for as long as the step allows (or withholds the pet), lifts, and
 stops the node's work when the fence says so. A runtime that blocks (crictl) is called
 in a worker thread, so the agent's stream goes on meanwhile; the record is written in one
-too, beside the loop, so that a slow disk holds up neither the pets nor the fence.
+too: a new fence before the work is stopped, the rest beside the loop, so that a slow
+disk does not hold up the pets.
 
 Nothing that fails here ends the loop: each failure is logged, counted by stage
 (``agent_metrics``), and the next tick tries again. A stop that fails leaves the node
@@ -105,8 +106,8 @@ class FenceKeeper:
             self._failed("watchdog", failure)
         step = self.fence.step()
         self.metrics.fenced[self.node] = self.fence.fenced
-        await self._guarded("record", self._keep_record)
         await self._guarded("watchdog", lambda: self._pet(step.pet))
+        await self._guarded("record", self._keep_record)
         if step.lift:
             await self._guarded("lift", self._call(self.runtime.lift))
         if step.stop is not None:
@@ -134,8 +135,8 @@ class FenceKeeper:
         return action
 
     def _pet(self, within: float | None) -> None:
-        withheld = within is None or not self.watchdog.pet(within)
-        self.metrics.watchdog[self.node] = 0.0 if withheld or within is None else within
+        petted = within is not None and self.watchdog.pet(within)
+        self.metrics.watchdog[self.node] = within if petted and within is not None else 0.0
         if within is None and not self.withheld:
             log.warning("agent %s: watchdog pet withheld: the node's work may run while fenced", self.node)
         self.withheld = within is None
@@ -146,13 +147,19 @@ class FenceKeeper:
             self.contact_at = now
         return FenceRecord(self.node, self.fence.fenced, self.fence.reason if self.fence.fenced else "", self.contact_at)
 
-    def _keep_record(self) -> None:
-        """Save the record when it changed, in a worker thread and beside the loop: an fsync that takes long
-        on a busy disk must not hold up the pets. One save at a time; the next tick saves what is newest."""
-        if self.record is None or (self.saving is not None and not self.saving.done()):
+    async def _keep_record(self) -> None:
+        """Save the record when it changed, in a worker thread. A new fence is on disk before the work is stopped,
+        so that it outlives a crash right after; the rest (a lift, the contact every second) is saved beside the
+        loop, so that an fsync that takes long on a busy disk does not hold up the pets."""
+        if self.record is None:
             return
         wanted = self._wanted()
-        if wanted != self.saved:
+        if wanted == self.saved:
+            return
+        if wanted.fenced and not (self.saved is not None and self.saved.fenced):
+            await asyncio.to_thread(self._write, self.record, wanted)
+            self.saved = wanted
+        elif self.saving is None or self.saving.done():  # one at a time: the next tick saves what is newest
             self.saving = asyncio.create_task(self._save(self.record, wanted))
 
     async def _save(self, path: Path, record: FenceRecord) -> None:
@@ -173,5 +180,9 @@ class FenceKeeper:
                 self._write(self.record, self._wanted())
         except OSError as failure:
             log.error("agent %s: cannot keep the fence record on stopping: %s", self.node, failure)
-        self.watchdog.close(disarm=disarm)
+        try:
+            self.watchdog.close(disarm=disarm)
+        except OSError as failure:
+            log.error("agent %s: cannot close the watchdog (it stays armed): %s", self.node, failure)
+            return
         log.info("agent %s: watchdog %s", self.node, "disarmed" if disarm else "left armed: the node is out of contact")

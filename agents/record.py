@@ -2,9 +2,10 @@
 
 One small JSON file per node, ``<state dir>/fence-<node>.json``: whether the node is fenced
 (and why), and ``contactAt``, the last moment (wall clock) the agent knew it had contact
-with a gateway. The agent writes it when the node is fenced or lifted, and every
-``CONTACT_EVERY`` seconds while in contact; each write replaces the file whole (a new
-file, flushed to disk, renamed over the old one), so a reader never sees half of one.
+with a gateway. The agent writes it when the node is fenced (before it stops the work)
+or lifted, and every ``CONTACT_EVERY`` seconds while in contact; each write replaces the
+file whole (a new file, flushed to disk, renamed over the old one), so a reader never
+sees half of one.
 
 At start (``start_of``) an agent is fenced when the record says so, when it has no
 record or cannot read it, when its contact is ``fence_after`` old or older, or when it
