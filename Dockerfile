@@ -3,13 +3,14 @@
 # It is not built on the development machine (no container engine there); CI for images
 # runs elsewhere. Build: docker build -t registry.gigafab.nl/gigafab/gigafab:0.1.0 .
 
-# crictl, through which an agent fences its node (stops the gigafab pod sandboxes), from the
-# cri-tools release (not reachable from the development machine, so this step is unverified).
-FROM debian:bookworm-slim AS crictl
-ARG TARGETARCH=amd64
-ARG CRICTL_VERSION=v1.34.0
-ADD https://github.com/kubernetes-sigs/cri-tools/releases/download/${CRICTL_VERSION}/crictl-${CRICTL_VERSION}-linux-${TARGETARCH}.tar.gz /crictl.tar.gz
-RUN mkdir /out && tar -xzf /crictl.tar.gz -C /out crictl
+# crictl, through which an agent fences its node (stops the gigafab pod sandboxes), built from
+# its Go module (sigs.k8s.io/cri-tools) at the version the local plane's tests run
+# (gigafab.local.layout.CRICTL_VERSION), with its version stamped as cri-tools' Makefile does.
+FROM golang:1.26-bookworm AS crictl
+ARG CRICTL_VERSION=v1.37.0
+RUN CGO_ENABLED=0 GOBIN=/out go install -trimpath \
+      -ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION}" \
+      sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}
 
 # gigafab-edge, the gateway's compiled edge (agents/edge): carries the agents' mTLS and gRPC.
 FROM golang:1.26-bookworm AS edge

@@ -6,9 +6,11 @@ with exponential backoff and jitter, trying each gateway address in turn. A sile
 node (the simulated ``silent`` fault: its link is down) drops its stream and does not
 reconnect until it is reset.
 
-Given a ``Fence`` (see ``fencing``), the agent keeps its stream under gRPC keepalive so
-that a dead gateway is noticed within ``Fence.blind`` seconds, and fences the node when
-contact has been lost for ``fence_after`` or when the gateway orders it.
+Given a ``FenceKeeper`` (see ``fencing`` and ``keeper``), the agent keeps its stream under
+gRPC keepalive so that a dead gateway is noticed within ``Fence.blind`` seconds, tells the
+keeper when contact comes and goes and when the gateway orders a fence, and runs the
+keeper's loop beside its stream: the loop fences the node, keeps its fence on the host
+and pets its watchdog.
 
 The agent keeps the TLS sessions of its gateways (``SESSIONS_KEPT``) across its
 connections, so that a reconnection after a blip resumes one: no certificate is signed
@@ -29,7 +31,8 @@ from typing import Protocol
 
 import grpc
 from gigafab.agents.classify import Health, Reading, Verdict, classify
-from gigafab.agents.fencing import FENCE_AFTER_HEADER, Fence, keepalive_seconds
+from gigafab.agents.fencing import FENCE_AFTER_HEADER, keepalive_seconds
+from gigafab.agents.keeper import FenceKeeper
 from gigafab.agents.tls import AgentTls
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc.experimental import session_cache
@@ -76,7 +79,7 @@ class Agent:
         gateways: Sequence[str],
         tls: AgentTls,
         interval: float = 1.0,
-        fence: Fence | None = None,
+        fence: FenceKeeper | None = None,
     ) -> None:
         self.node, self.site, self.backend = node, site, backend
         self.gateways, self.tls, self.interval = list(gateways), tls, interval
@@ -87,6 +90,9 @@ class Agent:
         self.changed = asyncio.Event()
         self.connected = False
         self.fence = fence
+        self.reset = False
+        if fence is not None:
+            fence.on_reset = self._node_reset
         self.sessions = session_cache.ssl_session_cache_lru(SESSIONS_KEPT)
         """TLS sessions of its gateways, shared by its connections: a reconnection resumes one."""
 
@@ -123,9 +129,10 @@ class Agent:
         )
 
     async def _reports(self) -> AsyncIterator[health_pb2.ReportRequest]:
-        """Reports until the certificate files change (then the stream ends and is opened anew)."""
+        """Reports until the certificate files change or the node was reset (then the stream ends and is opened anew)."""
         stamp = self.tls.stamp()
-        while self.tls.stamp() == stamp and not self.backend.silent:
+        self.reset = False
+        while self.tls.stamp() == stamp and not self.backend.silent and not self.reset:
             self.sample()
             yield self.report()
             self.changed.clear()
@@ -134,6 +141,12 @@ class Agent:
 
     def poke(self) -> None:
         """Report now (after an injected fault)."""
+        self.changed.set()
+
+    def _node_reset(self) -> None:
+        """The node's watchdog stopped it (simulated: this agent lived on). As after a reboot, a new stream,
+        whose first report a gateway with contact acknowledges, which lifts the fence."""
+        self.reset = True
         self.changed.set()
 
     def _options(self) -> list[tuple[str, object]]:
@@ -164,19 +177,15 @@ class Agent:
             self.fence.connected()
         self.acknowledged = max(self.acknowledged, answer.ack.sequence)
 
-    async def _watch_fence(self) -> None:
-        assert self.fence is not None
-        while True:
-            self.fence.check()
-            await asyncio.sleep(0.25)
-
     async def run(self) -> None:
-        watchdog = asyncio.create_task(self._watch_fence()) if self.fence is not None else None
+        keeper = asyncio.create_task(self.fence.run()) if self.fence is not None else None
         try:
             await self._connect_forever()
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper  # its clean stop: the watchdog and the record
 
     async def _connect_forever(self) -> None:
         backoff = 0.2

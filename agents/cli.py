@@ -1,4 +1,4 @@
-"""``gigafab gateway`` and ``gigafab agent``: the health plane's processes.
+"""``gigafab gateway``, ``gigafab agent`` and ``gigafab watchdog``: the health plane's processes.
 
 Each command imports only what its process needs: an agent runs on every GPU node,
 and the gateway's etcd client and server code would cost it memory for nothing.
@@ -10,6 +10,7 @@ opens. That alone is 4 MB of its resident memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gigafab.agents.agent import GpuBackend
+    from gigafab.agents.fence_setup import Keepers
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -72,9 +74,35 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "--crictl", default="crictl", help="cri runtime: the crictl command (CONTAINER_RUNTIME_ENDPOINT says where)"
     )
     agent.add_argument("--fence-log", type=Path, help="simulated runtime: append fences to this JSON-lines file")
+    agent.add_argument(
+        "--state-dir",
+        type=Path,
+        help="keep each node's fence here (fence-<node>.json), so a restarted agent starts fenced or counts its lost "
+        "contact on; with --watchdog simulated also the watchdog's pets (required with --runtime cri)",
+    )
+    agent.add_argument(
+        "--watchdog",
+        help="what stops the node when the agent cannot: a watchdog device (e.g. /dev/watchdog: softdog or the "
+        "node's hardware watchdog), simulated (pets watched by `gigafab watchdog`), or none "
+        "(default: /dev/watchdog with --runtime cri, else none)",
+    )
+    agent.add_argument(
+        "--watchdog-timeout",
+        type=int,
+        help="seconds the watchdog waits for a pet while the node is in contact (default: half of --fence-after)",
+    )
+    agent.add_argument(
+        "--metrics-address", help="HOST:PORT to serve the agents' Prometheus metrics on, at /metrics (default: none)"
+    )
     agent.add_argument("--server-name", default="localhost", help="name the gateways' serving certificate must carry")
     agent.add_argument("--control-port", type=int, default=0, help="port for `gigafab fault inject` (0: none)")
     agent.add_argument("--control-host", default="127.0.0.1", help="address for fault injection (a site namespace's own)")
+
+    watchdog = commands.add_parser(
+        "watchdog", help="the local plane's simulated watchdog: records a fence when an agent's pets run out"
+    )
+    watchdog.add_argument("--state-dir", type=Path, required=True, help="the agents' --state-dir")
+    watchdog.add_argument("--fence-log", type=Path, required=True, help="the site's fence log (the agents' --fence-log)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "watchdog":
+        from gigafab.agents.watchdog import watch
+
+        watch(args.state_dir, args.fence_log)
+        return 0
     if args.command == "gateway":
         from gigafab.agents.site_gateway import GatewayConfig
         from gigafab.agents.site_gateway import run as run_gateway
@@ -110,10 +143,17 @@ def run(args: argparse.Namespace) -> int:
             if traces is not None:
                 traces.shutdown()  # flushes the last spans
         return 0
-    backends = _backends(args)
+    backends = _backends(args)  # first: an agent that cannot read its GPUs must not arm the watchdog
     if isinstance(backends, int):
         return backends
-    asyncio.run(_agents(args, backends))
+    from gigafab.agents.fence_setup import FenceSetupError, keepers
+
+    try:
+        fences = keepers(args)
+    except FenceSetupError as wrong:
+        print(f"gigafab agent: {wrong}", file=sys.stderr)
+        return wrong.code
+    asyncio.run(_agents(args, backends, fences))
     return 0
 
 
@@ -139,16 +179,14 @@ def _backends(args: argparse.Namespace) -> dict[str, GpuBackend] | int:
         return 1
 
 
-async def _agents(args: argparse.Namespace, backends: dict[str, GpuBackend]) -> None:
+async def _agents(args: argparse.Namespace, backends: dict[str, GpuBackend], fences: Keepers) -> None:
     import asyncio
+    import signal
 
     from gigafab.agents.agent import Agent
     from gigafab.agents.control import FaultControl
-    from gigafab.agents.fencing import CriRuntime, Fence, SimulatedRuntime
     from gigafab.agents.tls import AgentTls
 
-    # a real node's fence must really stop its work: never simulated unless asked for
-    runtime = args.runtime or ("cri" if args.backend == "nvml" else "simulated")
     agents = {
         node: Agent(
             node,
@@ -157,10 +195,16 @@ async def _agents(args: argparse.Namespace, backends: dict[str, GpuBackend]) -> 
             args.gateway,
             AgentTls(args.pki / f"{node}.crt", args.pki / f"{node}.key", args.pki / "ca.crt", args.server_name),
             args.interval,
-            Fence(CriRuntime(args.crictl) if runtime == "cri" else SimulatedRuntime(node, args.fence_log), args.fence_after),
+            fences.by_node[node],
         )
         for node in args.node
     }
     if args.control_port:
         await FaultControl(agents).serve(args.control_port, args.control_host)
-    await asyncio.gather(*(agent.run() for agent in agents.values()))
+    if args.metrics_address:
+        await fences.metrics.serve(args.metrics_address)
+    running = asyncio.gather(*(agent.run() for agent in agents.values()))
+    # a clean stop lets each keeper leave its watchdog and record as they must be (keeper.FenceKeeper.close)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, running.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await running

@@ -232,6 +232,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "local": _local,
     "gateway": _health,
     "agent": _health,
+    "watchdog": _health,
     "fault": _fault,
     "operator": _operator,
     "why": _why,

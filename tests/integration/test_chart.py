@@ -81,6 +81,26 @@ def test_the_gateway_can_serve_without_its_edge() -> None:
             assert not [arg for arg in gateway["spec"]["template"]["spec"]["containers"][0]["args"] if arg.startswith("--edge")]
 
 
+def test_a_real_nodes_agent_keeps_its_fence_on_the_host_and_arms_the_nodes_watchdog() -> None:
+    agent = by_kind(chart.render(), "DaemonSet")["gigafab-agent-niemeyer"]["spec"]["template"]["spec"]
+    container = agent["containers"][0]
+    assert {"--runtime=cri", "--state-dir=/var/lib/gigafab", "--watchdog=/dev/watchdog"} <= set(container["args"])
+    assert {"name": "state", "hostPath": {"path": "/var/lib/gigafab", "type": "DirectoryOrCreate"}} in agent["volumes"]
+    assert {"name": "state", "mountPath": "/var/lib/gigafab"} in container["volumeMounts"]
+    assert container["securityContext"]["privileged"] is True, "a watchdog device opens only in a privileged container"
+    assert "allowPrivilegeEscalation" not in container["securityContext"]
+    without = by_kind(chart.render("--set", "agent.watchdog=none"), "DaemonSet")["gigafab-agent-niemeyer"]
+    unprivileged = without["spec"]["template"]["spec"]["containers"][0]
+    assert "--watchdog=none" in unprivileged["args"]
+    assert unprivileged["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "privileged" not in unprivileged["securityContext"]
+    simulated = by_kind(chart.render("--set", "agent.runtime=simulated"), "DaemonSet")["gigafab-agent-niemeyer"]
+    args = simulated["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [arg for arg in args if arg.startswith(("--state-dir", "--watchdog"))], "test clusters: nothing on the host"
+    with pytest.raises(ValueError, match="at '/agent/watchdog'"):
+        chart.render("--set", "agent.watchdog=watchdog")
+
+
 def test_operator_runs_peered_with_its_rules_and_no_more() -> None:
     documents = chart.render("--set", "operator.peering.priority=7")
     operator = by_kind(documents, "Deployment")["gigafab-operator"]

@@ -1,18 +1,24 @@
 """The health plane of the local control plane: a gateway (its connections carried by its
-compiled edge, ``gigafab-edge``, built into the cache) and a process of simulated
-agents per site, with their own CA (agents' certificates are no use to the apiserver).
+compiled edge, ``gigafab-edge``, built into the cache), a process of simulated agents and
+the simulated watchdog of their nodes (``gigafab watchdog``) per site, with their own CA
+(agents' certificates are no use to the apiserver).
 
-Each site's pair runs in the site's network namespace when one can be made (see
+Each site's processes run in the site's network namespace when one can be made (see
 ``sitenet``), so that a site can be cut off; agents fence after ``FENCE_AFTER`` seconds
-without their gateway, and record it in ``<state>/fences/<site>.jsonl``."""
+without their gateway, and record it in ``<state>/fences/<site>.jsonl``. They keep their
+nodes' fences in ``<state>/agents/<site>/`` and pet the watchdog there; the watchdog,
+a process of its own, records a fence in the same log when an agent stops petting
+(killed, frozen) for longer than its timeout."""
 
 from __future__ import annotations
 
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gigafab.agents.watchdog import heartbeat_path
 from gigafab.local import sitenet
 from gigafab.local.layout import SITES, Layout
 from gigafab.local.nodes import node_name
@@ -63,6 +69,24 @@ def fence_log(layout: Layout, site: str) -> Path:
     return layout.state / "fences" / f"{site}.jsonl"
 
 
+def agent_state(layout: Layout, site: str) -> Path:
+    """Where the site's agents keep their nodes' fences and pet their watchdog."""
+    return layout.state / "agents" / site
+
+
+def watching(layout: Layout, site: str) -> Callable[[], bool]:
+    """The site's watchdog looked at its pets within the last two seconds."""
+    heartbeat = heartbeat_path(agent_state(layout, site))
+
+    def probe() -> bool:
+        try:
+            return time.time() - heartbeat.stat().st_mtime < 2
+        except FileNotFoundError:
+            return False
+
+    return probe
+
+
 def gateway_port(layout: Layout, site: str) -> int:
     return layout.ports.gateways + SITES.index(site)
 
@@ -76,13 +100,16 @@ def metrics_port(layout: Layout, site: str) -> int:
 
 
 def component_names() -> list[str]:
-    return [f"{kind}-{site}" for kind in ("gateway", "agents") for site in SITES]
+    """In the order they start (and stop in reverse): a site's watchdog outlives its agents."""
+    return [f"{kind}-{site}" for kind in ("gateway", "watchdog", "agents") for site in SITES]
 
 
 def ports_of(layout: Layout, name: str) -> list[int]:
     kind, site = name.split("-", 1)
     if kind == "gateway":
         return [gateway_port(layout, site), metrics_port(layout, site)]
+    if kind == "watchdog":
+        return []
     return [control_port(layout, site)]
 
 
@@ -129,6 +156,19 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
             tcp_open(port, reachable),
             netns=inside,
         )
+        built[f"watchdog-{site}"] = Component(
+            f"watchdog-{site}",
+            [
+                sys.executable,
+                "-m",
+                "gigafab",
+                "watchdog",
+                f"--state-dir={agent_state(layout, site)}",
+                f"--fence-log={fence_log(layout, site)}",
+            ],
+            watching(layout, site),
+            netns=inside,
+        )
         nodes = [node_name(site, index) for index in range(nodes_per_site)]
         for node in nodes:
             authority.issue_client(node_identity(node, site))
@@ -147,6 +187,8 @@ def health_components(layout: Layout, nodes_per_site: int, gpus_per_node: int) -
                 f"--control-host={listen}",
                 f"--fence-after={FENCE_AFTER:g}",
                 f"--fence-log={fence_log(layout, site)}",
+                f"--state-dir={agent_state(layout, site)}",
+                "--watchdog=simulated",
                 *(f"--node={node}" for node in nodes),
             ],
             tcp_open(control_port(layout, site), reachable),

