@@ -232,6 +232,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "local": _local,
     "gateway": _health,
     "agent": _health,
+    "enrol": _health,
+    "signer": _health,
     "fault": _fault,
     "operator": _operator,
     "why": _why,
