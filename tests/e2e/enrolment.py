@@ -82,6 +82,22 @@ def token(kubectl: Kubectl, namespace: str, account: str, folder: Path, pod: str
     return path
 
 
+def token_kubeconfig(layout: Layout, bearer: str, path: Path) -> Path:
+    """A kubeconfig that logs in with ``bearer`` (a ServiceAccount's token), as a pod of that account would."""
+    cluster = {"server": layout.apiserver_url, "certificate-authority": str(layout.pki / "ca.crt")}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "plane", "cluster": cluster}],
+        "users": [{"name": "account", "user": {"token": bearer}}],
+        "contexts": [{"name": "plane", "context": {"cluster": "plane", "user": "account"}}],
+        "current-context": "plane",
+    }
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
 def apiserver_flags(layout: Layout, token_file: Path) -> list[str]:
     return [f"--apiserver={layout.apiserver_url}", f"--token={token_file}", f"--apiserver-ca={layout.pki / 'ca.crt'}"]
 
