@@ -229,6 +229,7 @@ def test_certificates_come_from_cert_manager_when_it_is_there() -> None:
         ("agent.runtime=docker", "at '/agent/runtime'"),
         ("healthEtcd=etcd", "at '/healthEtcd'"),
         ("certificates.nodes.niemeyer=n1", "additional properties 'nodes' not allowed"),
+        ("certificates.issuerRef.name=ca", "additional properties 'issuerRef' not allowed"),
         ("agent.certificateSeconds=60", "at '/agent/certificateSeconds'"),
     ],
 )
