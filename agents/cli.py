@@ -187,7 +187,7 @@ def add_identity_commands(commands: argparse._SubParsersAction) -> None:  # type
     enrol.add_argument("--site", required=True)
     _apiserver_flags(enrol)
     enrol.add_argument("--seconds", type=int, default=86400, help="lifetime to ask for (the signer may cap it)")
-    enrol.add_argument("--wait", type=int, default=120, help="seconds to wait for the signer's answer")
+    enrol.add_argument("--wait", type=int, default=600, help="seconds to wait for the signer's answer")
 
     signer = commands.add_parser("signer", help="approve or deny, and sign, the agents' certificate requests")
     signer.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else the pod's ServiceAccount)")

@@ -34,8 +34,10 @@ log = logging.getLogger("gigafab.agent")
 RETRY_AT_MOST = 300.0
 """Seconds between attempts at most: a denied node asks again every five minutes (its Node's label
 may be corrected meanwhile) without filling the apiserver with requests."""
-ENROL_TIMEOUT = 150.0
-"""Seconds after which a ``gigafab enrol`` that has not finished is stopped (it waits 120 s for the signer)."""
+ENROL_TIMEOUT = 660.0
+"""Seconds after which a ``gigafab enrol`` that has not finished is stopped. It waits up to 600 s for the
+signer: when a whole site's agents start at once, the last of them waits while the signer works through
+the others' requests, and one that gave up would only add another request to the queue."""
 
 
 def _now() -> dt.datetime:

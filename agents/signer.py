@@ -21,6 +21,7 @@ read, so two signers never both sign one request (the second gets a conflict and
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as dt
 import json
 import logging
@@ -61,6 +62,9 @@ CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 MANAGER = [("fieldManager", "gigafab-signer")]
 JSON = "application/json"
 APPLY = "application/apply-patch+yaml"
+OURS_KEPT = 4096
+"""Approvals remembered, so that the watch event each one makes is skipped (its certificate is written
+right after it): without it every request would be judged and signed twice, the second time in vain."""
 WATCH_SECONDS = 300
 """A watch ends after this long and the signer lists again: whatever a broken watch missed is then found."""
 BACKDATE = dt.timedelta(minutes=5)
@@ -205,6 +209,8 @@ class Signer:
 
     def __init__(self, api: Api, ca: HealthCa, agents: str, max_seconds: int, published: tuple[str, str] | None = None) -> None:
         self.api, self.ca, self.agents, self.max_seconds, self.published = api, ca, agents, max_seconds, published
+        self.ours: collections.deque[str] = collections.deque(maxlen=OURS_KEPT)
+        """resourceVersions of the signer's own approvals: their watch events need no second look."""
 
     def run(self) -> None:
         """Until stopped: list, decide, watch; after a failure list again (with backoff)."""
@@ -227,13 +233,16 @@ class Signer:
         since = [*selector, ("resourceVersion", listed["metadata"]["resourceVersion"]), ("allowWatchBookmarks", "false")]
         for event in self.api.watch(CSR_PATH, since, WATCH_SECONDS):
             if event["type"] in ("ADDED", "MODIFIED"):
-                self.decide(event["object"])
+                self.decide(event["object"], watched=True)
 
-    def decide(self, csr: dict[str, Any]) -> Verdict | None:
-        """Judge and apply one request; None when there is nothing left to do for it."""
+    def decide(self, csr: dict[str, Any], *, watched: bool = False) -> Verdict | None:
+        """Judge and apply one request; None when there is nothing left to do for it. A ``watched`` event
+        of this signer's own approval is skipped (a list never skips: it finishes what a failure left)."""
         status = csr.get("status") or {}
         conditions = {c.get("type") for c in status.get("conditions") or []}
         if status.get("certificate") or conditions & {"Denied", "Failed"}:
+            return None
+        if watched and csr["metadata"].get("resourceVersion") in self.ours:  # signed right after it was approved
             return None
         spec = csr.get("spec") or {}
         try:
@@ -271,6 +280,7 @@ class Signer:
             return
         if not approved:
             csr = self._condition(csr, "Approved", verdict)
+            self.ours.append(csr["metadata"]["resourceVersion"])
             _audit("Approved", name, asked, verdict)
         seconds = lifetime((csr.get("spec") or {}).get("expirationSeconds"), self.max_seconds)
         pem = self.ca.issue(asked.request, verdict, seconds, dt.datetime.now(dt.UTC))
