@@ -169,7 +169,7 @@ def test_an_agent_pod_holds_nothing_of_another_node(options: tuple[str, ...]) ->
         volumes = _volumes(documents, "DaemonSet", f"gigafab-agent-{site}")
         assert volumes == {
             "identity": {"name": "identity", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-            "health-ca": {"name": "health-ca", "configMap": {"name": "gigafab-health-ca"}},
+            "health-ca": {"name": "health-ca", "configMap": {"name": "gigafab-health-ca", "optional": True}},
             "cri": {"name": "cri", "hostPath": {"path": "/run/containerd/containerd.sock", "type": "Socket"}},
         }
         container = by_kind(documents, "DaemonSet")[f"gigafab-agent-{site}"]["spec"]["template"]["spec"]["containers"][0]

@@ -257,3 +257,34 @@ def test_a_certificate_of_another_node_or_an_expired_one_is_due_at_once(authorit
     assert Renewal("de-halm-gpu-001", tls, [], clock=lambda: later).due() == later, "expired"
     missing = AgentTls(tmp_path / "none.crt", tmp_path / "none.key", authority.pair.cert)
     assert Renewal(NODE, missing, [], clock=lambda: now).due() == now
+
+
+def test_an_agent_without_the_cas_certificate_yet_fences_then_connects_when_it_appears(
+    authority: Authority, tmp_path: Path
+) -> None:
+    """The chart's ConfigMap with the CA's certificate is optional: until the signer has published it the
+    agent runs, has no contact and fences; once the file is there it connects."""
+    served = authority.issue_server("gateway", ("localhost", "127.0.0.1"))
+    issued = authority.issue_client(node_identity(NODE, SITE))
+    ca = tmp_path / "health-ca" / "ca.crt"
+    tls = AgentTls(issued.cert, issued.key, ca)
+
+    async def main() -> None:
+        async def record(_: object) -> bool:
+            return True
+
+        gateway_tls = GatewayTls(served.cert, served.key, authority.pair.cert)
+        server, port = await serve(HealthGateway(Ledger(SITE), record), "127.0.0.1:0", gateway_tls)
+        runtime = SimulatedRuntime(NODE)
+        agent = Agent(NODE, SITE, SimulatedBackend(NODE, 1), [f"127.0.0.1:{port}"], tls, 0.2, Fence(runtime, 1.0))
+        running = asyncio.create_task(agent.run())
+        try:
+            assert await _until(lambda: runtime.fenced_at is not None, 5)
+            ca.parent.mkdir()
+            ca.write_bytes(authority.pair.cert.read_bytes())
+            assert await _until(lambda: agent.connected and runtime.fenced_at is None, 20)
+        finally:
+            running.cancel()
+            await server.stop(None)
+
+    asyncio.run(main())
