@@ -13,12 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from gigafab.agents.agent import Agent
+from typing import TYPE_CHECKING
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,8 +47,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     agent.add_argument("--site", required=True)
     agent.add_argument("--node", action="append", required=True, help="node name; repeat for several agents")
     agent.add_argument("--gateway", action="append", required=True, help="gateway host:port; repeat to fail over")
-    agent.add_argument("--pki", type=Path, required=True, help="folder with <node>.crt, <node>.key and ca.crt")
     _enrolment_flags(agent)
+    agent.add_argument("--pki", type=Path, required=True, help="folder with <node>.crt, <node>.key and ca.crt")
     agent.add_argument("--gpus", type=int, default=8, help="simulated GPUs per node")
     agent.add_argument(
         "--backend",
@@ -150,6 +146,12 @@ async def _agents(args: argparse.Namespace) -> None:
 
 
 # -- each agent's own identity: `gigafab agent --enrol`, `gigafab enrol`, `gigafab signer` (agents/identity.py)
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from typing import Any
+
+    from gigafab.agents.agent import Agent
 
 IDENTITY_COMMANDS = ("enrol", "signer")
 
