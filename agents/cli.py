@@ -14,11 +14,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    add_identity_commands(commands)
+    from gigafab.agents import identity_cli
+
+    identity_cli.add_commands(commands)
     gateway = commands.add_parser("gateway", help="run the health gateway of one site")
     gateway.add_argument("--site", required=True)
     gateway.add_argument("--listen", default="127.0.0.1:20900", help="host:port to serve gRPC on")
@@ -47,7 +48,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     agent.add_argument("--site", required=True)
     agent.add_argument("--node", action="append", required=True, help="node name; repeat for several agents")
     agent.add_argument("--gateway", action="append", required=True, help="gateway host:port; repeat to fail over")
-    _enrolment_flags(agent)
+    identity_cli.enrolment_flags(agent)
     agent.add_argument("--pki", type=Path, required=True, help="folder with <node>.crt, <node>.key and ca.crt")
     agent.add_argument("--gpus", type=int, default=8, help="simulated GPUs per node")
     agent.add_argument(
@@ -76,11 +77,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command in IDENTITY_COMMANDS:
-        return _identity(args)
-    if args.command == "agent" and args.enrol and len(args.node) != 1:
-        print("gigafab agent: --enrol gets one node's certificate: give exactly one --node", file=sys.stderr)
-        return 2
+    from gigafab.agents import identity_cli
+
+    if args.command in identity_cli.COMMANDS or (args.command == "agent" and args.enrol):
+        refused = identity_cli.run(args)  # enrol, signer; an enrolling agent's arguments
+        if refused is not None:
+            return refused
     if args.command == "agent" and "asyncio" not in sys.modules:
         sys.modules["ssl"] = None  # type: ignore[assignment]  # see the module's docstring
     import asyncio
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
 async def _agents(args: argparse.Namespace) -> None:
     import asyncio
 
+    from gigafab.agents import identity_cli
     from gigafab.agents.agent import Agent
     from gigafab.agents.control import FaultControl
     from gigafab.agents.fencing import CriRuntime, Fence, SimulatedRuntime
@@ -142,90 +145,4 @@ async def _agents(args: argparse.Namespace) -> None:
     }
     if args.control_port:
         await FaultControl(agents).serve(args.control_port, args.control_host)
-    await asyncio.gather(*(agent.run() for agent in agents.values()), *_renewals(args, agents))
-
-
-# -- each agent's own identity: `gigafab agent --enrol`, `gigafab enrol`, `gigafab signer` (agents/identity.py)
-
-if TYPE_CHECKING:
-    from collections.abc import Coroutine
-    from typing import Any
-
-    from gigafab.agents.agent import Agent
-
-IDENTITY_COMMANDS = ("enrol", "signer")
-
-
-def _enrolment_flags(agent: argparse.ArgumentParser) -> None:
-    agent.add_argument(
-        "--enrol",
-        action="store_true",
-        help="get this node's certificate from the gigafab signer (a CertificateSigningRequest made with the pod's "
-        "ServiceAccount token), write it with its key into --pki (a tmpfs) and renew it; one --node",
-    )
-    agent.add_argument("--ca", type=Path, help="CA certificate of the gateways (default: <pki>/ca.crt)")
-    _apiserver_flags(agent)
-    agent.add_argument(
-        "--certificate-seconds", type=int, default=86400, help="with --enrol: lifetime to ask for (the signer may cap it)"
-    )
-
-
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-"""Where the kubelet mounts a pod's ServiceAccount token (bound to the pod and its node, renewed hourly)
-and the apiserver's CA."""
-
-
-def _apiserver_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--apiserver", help="https://HOST:PORT of the apiserver (default: in-cluster)")
-    parser.add_argument("--token", type=Path, default=SERVICE_ACCOUNT / "token", help="the pod's ServiceAccount token")
-    parser.add_argument("--apiserver-ca", type=Path, default=SERVICE_ACCOUNT / "ca.crt", help="CA of the apiserver")
-
-
-def add_identity_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    enrol = commands.add_parser(
-        "enrol", help="get one node's certificate from the gigafab signer; prints key and certificate (what --enrol runs)"
-    )
-    enrol.add_argument("--node", required=True)
-    enrol.add_argument("--site", required=True)
-    _apiserver_flags(enrol)
-    enrol.add_argument("--seconds", type=int, default=86400, help="lifetime to ask for (the signer may cap it)")
-    enrol.add_argument("--wait", type=int, default=600, help="seconds to wait for the signer's answer")
-
-    signer = commands.add_parser("signer", help="approve or deny, and sign, the agents' certificate requests")
-    signer.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else the pod's ServiceAccount)")
-    signer.add_argument("--ca-cert", type=Path, required=True, help="the health plane's CA certificate (PEM)")
-    signer.add_argument("--ca-key", type=Path, required=True, help="its private key")
-    signer.add_argument(
-        "--agents", required=True, help="NAMESPACE/NAME of the agents' ServiceAccount: only its tokens get certificates"
-    )
-    signer.add_argument("--max-seconds", type=int, default=86400, help="longest lifetime of a certificate (default a day)")
-    signer.add_argument("--publish-ca", help="NAMESPACE/NAME of a ConfigMap to keep the CA certificate in (ca.crt)")
-
-
-def _identity(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if args.command == "enrol":
-        from gigafab.agents import enrol
-
-        try:
-            apiserver = enrol.Apiserver(args.apiserver or enrol.Apiserver.in_cluster_url(), args.token, args.apiserver_ca)
-        except enrol.EnrolmentFailed as failure:
-            print(f"gigafab enrol: {failure}", file=sys.stderr)
-            return 2
-        return enrol.main(args.node, args.site, apiserver, args.seconds, args.wait)
-    from gigafab.agents import signer
-
-    return signer.main(args.kubeconfig, args.ca_cert, args.ca_key, args.agents, args.max_seconds, args.publish_ca)
-
-
-def _renewals(args: argparse.Namespace, agents: dict[str, Agent]) -> list[Coroutine[Any, Any, None]]:
-    """With --enrol, the task that keeps the (one) agent's certificate fresh."""
-    if not args.enrol:
-        return []
-    from gigafab.agents.renewal import Renewal
-
-    ((node, agent),) = agents.items()
-    command = [sys.executable, "-m", "gigafab", "enrol", f"--node={node}", f"--site={args.site}"]
-    command += [f"--seconds={args.certificate_seconds}", f"--token={args.token}", f"--apiserver-ca={args.apiserver_ca}"]
-    command += [f"--apiserver={args.apiserver}"] if args.apiserver else []
-    return [Renewal(node, agent.tls, command).run()]
+    await asyncio.gather(*(agent.run() for agent in agents.values()), *identity_cli.renewals(args, agents))
