@@ -204,6 +204,8 @@ class Agent:
                         self._answered(answer)
             except grpc.aio.AioRpcError as failure:
                 log.info("agent %s: gateway %s: %s", self.node, address, failure.code().name)
+            except OSError as missing:  # an enrolling agent before its first certificate (agents/renewal.py)
+                log.info("agent %s: no certificate to connect with yet: %s", self.node, missing)
             self.connected = False
             if self.fence is not None:
                 self.fence.disconnected()

@@ -4,7 +4,8 @@ Each command imports only what its process needs: an agent runs on every GPU nod
 and the gateway's etcd client and server code would cost it memory for nothing.
 The agent process also never loads Python's ``ssl`` module (OpenSSL): its TLS is
 gRPC's own, and asyncio would load OpenSSL only for TLS transports the agent never
-opens. That alone is 4 MB of its resident memory.
+opens. That alone is 4 MB of its resident memory. An enrolling agent (``--enrol``) asks the
+apiserver for its certificate through a short-lived ``gigafab enrol`` process for that reason.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from gigafab.agents import identity_cli
+
+    identity_cli.add_commands(commands)
     gateway = commands.add_parser("gateway", help="run the health gateway of one site")
     gateway.add_argument("--site", required=True)
     gateway.add_argument("--listen", default="127.0.0.1:20900", help="host:port to serve gRPC on")
@@ -52,6 +56,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     agent.add_argument("--site", required=True)
     agent.add_argument("--node", action="append", required=True, help="node name; repeat for several agents")
     agent.add_argument("--gateway", action="append", required=True, help="gateway host:port; repeat to fail over")
+    identity_cli.enrolment_flags(agent)
     agent.add_argument("--pki", type=Path, required=True, help="folder with <node>.crt, <node>.key and ca.crt")
     agent.add_argument("--gpus", type=int, default=8, help="simulated GPUs per node (--backend simulated)")
     agent.add_argument(
@@ -106,6 +111,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
+    from gigafab.agents import identity_cli
+
+    if args.command in identity_cli.COMMANDS or (args.command == "agent" and args.enrol):
+        refused = identity_cli.run(args)  # enrol, signer; an enrolling agent's arguments
+        if refused is not None:
+            return refused
     if args.command == "agent" and "asyncio" not in sys.modules:
         sys.modules["ssl"] = None  # type: ignore[assignment]  # see the module's docstring
     import asyncio
@@ -183,6 +194,7 @@ async def _agents(args: argparse.Namespace, backends: dict[str, GpuBackend], fen
     import asyncio
     import signal
 
+    from gigafab.agents import identity_cli
     from gigafab.agents.agent import Agent
     from gigafab.agents.control import FaultControl
     from gigafab.agents.tls import AgentTls
@@ -193,7 +205,7 @@ async def _agents(args: argparse.Namespace, backends: dict[str, GpuBackend], fen
             args.site,
             backends[node],
             args.gateway,
-            AgentTls(args.pki / f"{node}.crt", args.pki / f"{node}.key", args.pki / "ca.crt", args.server_name),
+            AgentTls(args.pki / f"{node}.crt", args.pki / f"{node}.key", args.ca or args.pki / "ca.crt", args.server_name),
             args.interval,
             fences.by_node[node],
         )
@@ -203,7 +215,7 @@ async def _agents(args: argparse.Namespace, backends: dict[str, GpuBackend], fen
         await FaultControl(agents).serve(args.control_port, args.control_host)
     if args.metrics_address:
         await fences.metrics.serve(args.metrics_address)
-    running = asyncio.gather(*(agent.run() for agent in agents.values()))
+    running = asyncio.gather(*(agent.run() for agent in agents.values()), *identity_cli.renewals(args, agents))
     # a clean stop lets each keeper leave its watchdog and record as they must be (keeper.FenceKeeper.close)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, running.cancel)
     with contextlib.suppress(asyncio.CancelledError):

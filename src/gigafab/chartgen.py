@@ -5,6 +5,8 @@ repository is copied in by this generator, never by hand:
 
 - ``files/operator-rules.yaml``: the operator's ClusterRole rules, from ``config/rbac/operator.yaml``;
 - ``files/tenant-roles.yaml``: the three tenant roles the operator binds, from ``config/rbac/tenant-roles.yaml``;
+- ``files/signer-rules.yaml`` and ``files/health-agent-rules.yaml``: the ClusterRole rules of the signer of
+  the agents' certificates and of the agents, from ``config/rbac/signer.yaml`` and ``config/rbac/health-agent.yaml``;
 - ``files/gpus-through-workloads.yaml``: the admission policy that gives GPUs in tenant namespaces only
   through GpuWorkloads, and ``files/operator-in-tenant-namespaces.yaml``, the one that confines the
   operator's writes to tenant namespaces, from ``config/admission/`` (the template puts in the
@@ -60,6 +62,15 @@ def _dump(documents: list[Any]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False, width=1 << 20)
 
 
+IDENTITY_ROLES = ("signer", "health-agent")
+"""config/rbac/<name>.yaml whose ClusterRole's rules the chart's templates take (agents' certificates)."""
+
+
+def _cluster_role_rules(rbac: Path, name: str) -> str:
+    roles = [doc for doc in yaml.safe_load_all((rbac / f"{name}.yaml").read_text()) if doc and doc["kind"] == "ClusterRole"]
+    return HEADER.format(source=f"config/rbac/{name}.yaml") + yaml.safe_dump(roles[0]["rules"], sort_keys=False, width=1 << 20)
+
+
 def render(root: Path) -> dict[Path, str]:
     """Chart file -> its generated text."""
     rbac = root / "config" / "rbac"
@@ -75,6 +86,7 @@ def render(root: Path) -> dict[Path, str]:
         chart / "files" / "operator-rules.yaml": HEADER.format(source="config/rbac/operator.yaml")
         + yaml.safe_dump(operator_roles[0]["rules"], sort_keys=False, width=1 << 20),
         chart / "files" / "tenant-roles.yaml": HEADER.format(source="config/rbac/tenant-roles.yaml") + _dump(tenant_roles),
+        **{chart / "files" / f"{name}-rules.yaml": _cluster_role_rules(rbac, name) for name in IDENTITY_ROLES},
         **policies,
         chart / "crds" / "kopf.dev_clusterkopfpeerings.yaml": HEADER.format(source="gigafab.chartgen.PEERING_CRD")
         + _dump([PEERING_CRD]),

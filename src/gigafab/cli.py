@@ -233,6 +233,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "gateway": _health,
     "agent": _health,
     "watchdog": _health,
+    "enrol": _health,
+    "signer": _health,
     "fault": _fault,
     "operator": _operator,
     "why": _why,

@@ -15,7 +15,7 @@ from gigafab.api.crdgen import repo_root
 from gigafab.local import chart
 
 CERT_MANAGER = ("--api-versions", "cert-manager.io/v1")
-NODES = ("--set-json", 'certificates.nodes={"niemeyer":["niemeyer-gpu-01","niemeyer-gpu-02"]}')
+OWN_CA = ("--set", "certificates.ca.create=false", "--set", "certificates.ca.secretName=our-health-ca")
 
 
 def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -33,7 +33,7 @@ def test_helm_lint_passes_strictly() -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [(), CERT_MANAGER, CERT_MANAGER + NODES], ids=["secrets", "cert-manager", "cert-manager-nodes"]
+    "options", [(), CERT_MANAGER, CERT_MANAGER + OWN_CA], ids=["secrets", "cert-manager", "cert-manager-own-ca"]
 )
 def test_every_rendered_resource_is_valid(options: tuple[str, ...]) -> None:
     documents = chart.render(*options)
@@ -47,7 +47,7 @@ def test_the_validator_refuses_a_misspelt_field() -> None:
     broken = copy.deepcopy(documents)
     operator = next(doc for doc in broken if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "gigafab-operator")
     operator["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
-    certificate = next(doc for doc in broken if doc["kind"] == "Certificate")
+    certificate = next(doc for doc in broken if doc["kind"] == "Certificate" and "dnsNames" in doc["spec"])
     certificate["spec"]["dnsName"] = certificate["spec"].pop("dnsNames")
     answer = chart.validate(broken)
     assert answer.returncode != 0
@@ -60,7 +60,7 @@ def test_a_gateway_and_an_agent_daemonset_per_site() -> None:
     documents = chart.render("--set-json", 'sites=[{"name":"niemeyer"},{"name":"de-halm","zone":"dh"}]')
     gateways = by_kind(documents, "Deployment")
     agents = by_kind(documents, "DaemonSet")
-    assert set(gateways) == {"gigafab-operator", "gigafab-gateway-niemeyer", "gigafab-gateway-de-halm"}
+    assert set(gateways) == {"gigafab-operator", "gigafab-signer", "gigafab-gateway-niemeyer", "gigafab-gateway-de-halm"}
     assert set(agents) == {"gigafab-agent-niemeyer", "gigafab-agent-de-halm"}
     spec = agents["gigafab-agent-de-halm"]["spec"]["template"]["spec"]
     assert spec["nodeSelector"] == {"topology.kubernetes.io/zone": "dh", "nvidia.com/gpu.present": "true"}
@@ -118,7 +118,14 @@ def test_operator_runs_peered_with_its_rules_and_no_more() -> None:
     }
     assert all("*" not in rule["verbs"] for rule in rules)
     bindings = by_kind(documents, "ClusterRoleBinding")
-    assert [binding["roleRef"]["name"] for binding in bindings.values()] == ["gigafab-operator"]
+    assert bindings["gigafab-operator"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gigafab-operator", "namespace": "gigafab-system"}
+    ]
+    assert {binding["roleRef"]["name"] for binding in bindings.values()} == {
+        "gigafab-operator",
+        "gigafab-signer",
+        "gigafab-health-agent",
+    }
 
 
 def test_admission_policies_name_the_release_operator() -> None:
@@ -140,33 +147,96 @@ def test_admission_policies_name_the_release_operator() -> None:
     assert by_kind(neither, "ValidatingAdmissionPolicy") == {}
 
 
-def test_gateways_and_agents_get_no_api_token() -> None:
+def test_only_the_agents_and_the_signer_get_an_api_token_and_each_only_its_rules() -> None:
     documents = chart.render()
     assert by_kind(documents, "ServiceAccount")["gigafab-health"]["automountServiceAccountToken"] is False
     for doc in documents:
-        if doc["kind"] in ("Deployment", "DaemonSet") and doc["metadata"]["name"] != "gigafab-operator":
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"].startswith("gigafab-gateway-"):
             assert doc["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    agent = by_kind(documents, "DaemonSet")["gigafab-agent-niemeyer"]["spec"]["template"]["spec"]
+    assert (agent["serviceAccountName"], agent["automountServiceAccountToken"]) == ("gigafab-agent", True)
+    roles = by_kind(documents, "ClusterRole")
+    for role, source in (("gigafab-signer", "signer.yaml"), ("gigafab-health-agent", "health-agent.yaml")):
+        rules = next(doc for doc in yaml.safe_load_all((repo_root() / "config" / "rbac" / source).read_text()) if doc)["rules"]
+        assert roles[role]["rules"] == rules
+    assert roles["gigafab-health-agent"]["rules"] == [
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["create", "watch"]}
+    ]
+    signs = [rule for rule in roles["gigafab-signer"]["rules"] if "sign" in rule["verbs"]]
+    assert signs == [
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["signers"],
+            "resourceNames": ["gigafab.nl/health-agent"],
+            "verbs": ["approve", "sign"],
+        }
+    ]
+    publish = by_kind(documents, "Role")["gigafab-signer"]["rules"]
+    assert publish == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["gigafab-health-ca"], "verbs": ["create", "patch"]}
+    ]
+
+
+def _volumes(documents: list[dict[str, Any]], kind: str, name: str) -> dict[str, dict[str, Any]]:
+    return {volume["name"]: volume for volume in by_kind(documents, kind)[name]["spec"]["template"]["spec"]["volumes"]}
+
+
+@pytest.mark.parametrize("options", [(), CERT_MANAGER, CERT_MANAGER + OWN_CA], ids=["secrets", "cert-manager", "own-ca"])
+def test_an_agent_pod_holds_nothing_of_another_node(options: tuple[str, ...]) -> None:
+    """No Secret at all: the agent's key is made in its pod, in memory, and its certificate asked for by itself."""
+    documents = chart.render(*options)
+    for site in ("niemeyer", "de-halm", "eemshaven"):
+        volumes = _volumes(documents, "DaemonSet", f"gigafab-agent-{site}")
+        assert volumes == {
+            "identity": {"name": "identity", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+            "health-ca": {"name": "health-ca", "configMap": {"name": "gigafab-health-ca", "optional": True}},
+            "cri": {"name": "cri", "hostPath": {"path": "/run/containerd/containerd.sock", "type": "Socket"}},
+        }
+        container = by_kind(documents, "DaemonSet")[f"gigafab-agent-{site}"]["spec"]["template"]["spec"]["containers"][0]
+        mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+        assert {"--enrol", f"--pki={mounts['identity']}", f"--ca={mounts['health-ca']}/ca.crt"} <= set(container["args"])
+        assert f"--site={site}" in container["args"]
+    assert not [doc for doc in documents if doc["kind"] == "Certificate" and "agent" in doc["metadata"]["name"]]
+
+
+def test_the_signer_alone_mounts_the_ca_and_publishes_its_certificate_for_the_agents() -> None:
+    documents = chart.render(namespace="platform")
+    signer = by_kind(documents, "Deployment")["gigafab-signer"]["spec"]["template"]["spec"]
+    args = signer["containers"][0]["args"]
+    assert {"--agents=platform/gigafab-agent", "--publish-ca=platform/gigafab-health-ca", "--max-seconds=86400"} <= set(args)
+    assert signer["serviceAccountName"] == "gigafab-signer"
+    assert _volumes(documents, "Deployment", "gigafab-signer")["ca"]["secret"]["secretName"] == "gigafab-health-ca"
+    holders = [
+        doc["metadata"]["name"]
+        for doc in documents
+        if doc["kind"] in ("Deployment", "DaemonSet")
+        and any(
+            (v.get("secret") or {}).get("secretName") == "gigafab-health-ca" for v in doc["spec"]["template"]["spec"]["volumes"]
+        )
+    ]
+    assert holders == ["gigafab-signer"]
+    own = chart.render(*CERT_MANAGER, *OWN_CA)
+    assert _volumes(own, "Deployment", "gigafab-signer")["ca"]["secret"]["secretName"] == "our-health-ca"
+    assert by_kind(own, "Issuer")["gigafab-health-ca"]["spec"] == {"ca": {"secretName": "our-health-ca"}}
+    assert "gigafab-health-ca" not in by_kind(own, "Certificate"), "a CA of your own is not made by the chart"
 
 
 def test_certificates_come_from_cert_manager_when_it_is_there() -> None:
     without = chart.render()
     assert not by_kind(without, "Certificate")
-    agent = by_kind(without, "DaemonSet")["gigafab-agent-niemeyer"]["spec"]["template"]["spec"]
-    assert {"name": "pki", "secret": {"secretName": "gigafab-agents-niemeyer"}} in agent["volumes"]
+    assert not by_kind(without, "Issuer")
 
-    documents = chart.render(*CERT_MANAGER, *NODES)
+    documents = chart.render(*CERT_MANAGER)
     certificates = by_kind(documents, "Certificate")
-    assert certificates["gigafab-agent-niemeyer-gpu-01"]["spec"]["commonName"] == "niemeyer-gpu-01"
-    assert certificates["gigafab-agent-niemeyer-gpu-01"]["spec"]["usages"] == ["client auth"]
+    assert set(certificates) == {"gigafab-health-ca"} | {
+        f"gigafab-gateway-{site}" for site in ("niemeyer", "de-halm", "eemshaven")
+    }
+    ca = certificates["gigafab-health-ca"]["spec"]
+    assert (ca["isCA"], ca["secretName"], ca["privateKey"]["rotationPolicy"]) == (True, "gigafab-health-ca", "Never")
     gateway = certificates["gigafab-gateway-niemeyer"]["spec"]
     assert gateway["dnsNames"] == ["gigafab-gateway-niemeyer.gigafab-system.svc"]
-    pki = next(
-        v
-        for v in by_kind(documents, "DaemonSet")["gigafab-agent-niemeyer"]["spec"]["template"]["spec"]["volumes"]
-        if v["name"] == "pki"
-    )
-    paths = [item["path"] for source in pki["projected"]["sources"] for item in source["secret"]["items"]]
-    assert paths == ["niemeyer-gpu-01.crt", "niemeyer-gpu-01.key", "ca.crt", "niemeyer-gpu-02.crt", "niemeyer-gpu-02.key"]
+    assert gateway["issuerRef"] == {"name": "gigafab-health-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    assert by_kind(documents, "Issuer")["gigafab-health-ca"]["spec"] == {"ca": {"secretName": "gigafab-health-ca"}}
     forced_off = chart.render(*CERT_MANAGER, "--set", "certificates.certManager=false")
     assert not by_kind(forced_off, "Certificate")
 
@@ -178,6 +248,9 @@ def test_certificates_come_from_cert_manager_when_it_is_there() -> None:
         ("agent.backnd=nvml", "additional properties 'backnd' not allowed"),
         ("agent.runtime=docker", "at '/agent/runtime'"),
         ("healthEtcd=etcd", "at '/healthEtcd'"),
+        ("certificates.nodes.niemeyer=n1", "additional properties 'nodes' not allowed"),
+        ("certificates.issuerRef.name=ca", "additional properties 'issuerRef' not allowed"),
+        ("agent.certificateSeconds=60", "at '/agent/certificateSeconds'"),
     ],
 )
 def test_bad_values_are_refused_with_the_field(option: str, message: str) -> None:
@@ -196,7 +269,8 @@ def test_crds_and_copied_files_are_generated_and_fresh() -> None:
 
 def test_a_stale_copy_is_reported(tmp_path: Any) -> None:
     root = tmp_path / "repo"
-    sources = ("rbac/operator.yaml", "rbac/tenant-roles.yaml", *(f"admission/{policy}" for policy in chartgen.POLICIES))
+    rbac = ("operator", "tenant-roles", *chartgen.IDENTITY_ROLES)
+    sources = (*(f"rbac/{name}.yaml" for name in rbac), *(f"admission/{policy}" for policy in chartgen.POLICIES))
     for source in sources:
         (root / "config" / source).parent.mkdir(parents=True, exist_ok=True)
         (root / "config" / source).write_text((repo_root() / "config" / source).read_text())

@@ -48,3 +48,8 @@ runAsUser: 65532
 capabilities: {drop: [ALL]}
 seccompProfile: {type: RuntimeDefault}
 {{- end -}}
+
+{{/* The Secret with the health plane's CA (tls.crt, tls.key), which only the signer mounts. */}}
+{{- define "gigafab.caSecret" -}}
+{{ .Values.certificates.ca.secretName | default (printf "%s-health-ca" (include "gigafab.fullname" .)) }}
+{{- end -}}

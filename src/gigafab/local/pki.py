@@ -44,6 +44,8 @@ IDENTITIES = (
     # fake nodes, so it runs with the cluster's administrative group.
     ClientIdentity("kwok", "gigafab-kwok", ("system:masters",)),
     ClientIdentity("operator", "gigafab-operator"),
+    # signs the node agents' certificate requests (config/rbac/signer.yaml); started by the tests that need it
+    ClientIdentity("signer", "gigafab-signer"),
     ClientIdentity("kueue", "gigafab-kueue"),
 )
 
