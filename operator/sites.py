@@ -38,6 +38,9 @@ def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
         "observedGeneration": generation,
         "conditions": conditions.merge(status.get("conditions"), wanted, generation),
     }
+    terms = CONTACTS.terms(meta["name"])
+    if terms is not None:  # kept for a restarted operator that finds the gateway gone (health_watch.start)
+        new["healthGateway"] = {"fenceAfterSeconds": terms[1], "leaseTtlSeconds": terms[0]}
     if all(status.get(key) == value for key, value in new.items()):
         return
     Client.get().merge_patch(custom_path("sites", meta["name"], subresource="status"), {"status": new})

@@ -32,8 +32,9 @@ def test_only_eu_member_states_are_accepted(code: str, accepted: bool) -> None:
     assert code in verdict.message
 
 
-def node(name: str, zone: str = "z", gpus: int = 8, ready: bool = True) -> NodeSummary:
-    return NodeSummary(name, zone, gpus, ready)
+def node(name: str, zone: str = "z", gpus: int = 8, ready: bool = True, vouched: bool = True) -> NodeSummary:
+    """A node as its Site sees it; ``vouched``: its health agent has reported (all its GPUs Healthy)."""
+    return NodeSummary(name, zone, gpus, ready, healthy_gpus=gpus if vouched else None)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +46,10 @@ def node(name: str, zone: str = "z", gpus: int = 8, ready: bool = True) -> NodeS
         ("Active", [node("a", zone="other")], ("False", "NoNodes"), ("False", "NoNodes")),
         ("Planned", [node("a")], ("False", "Planned"), ("True", "MostNodesReady")),
         ("Draining", [node("a")], ("False", "Draining"), ("True", "MostNodesReady")),
+        # a node no agent has vouched for is no capacity, whatever its kubelet says
+        ("Active", [node("a", vouched=False), node("b", vouched=False)], ("False", "NotVouched"), ("False", "NotVouched")),
+        ("Active", [node("a"), node("b", vouched=False)], ("True", "NodesReady"), ("False", "NotVouched")),
+        ("Active", [node("a"), node("b"), node("c", vouched=False)], ("True", "NodesReady"), ("True", "MostNodesReady")),
     ],
 )
 def test_site_status(lifecycle: str, nodes: list[NodeSummary], ready: tuple[str, str], healthy: tuple[str, str]) -> None:
@@ -66,13 +71,23 @@ def test_node_summary_reads_gpus_readiness_and_power() -> None:
 
 def test_site_counts_healthy_gpus_one_by_one_and_lost_nodes_wholly() -> None:
     nodes = [
-        NodeSummary("whole", "z", 8, True),  # no count from the health plane yet: all its GPUs
+        NodeSummary("whole", "z", 8, True, healthy_gpus=8),
         NodeSummary("one-degraded", "z", 8, True, healthy_gpus=7),
         NodeSummary("failed", "z", 8, False, healthy_gpus=7),  # NoExecute: nothing on it counts
         NodeSummary("stale-count", "z", 4, True, healthy_gpus=8),  # never more than it has
+        NodeSummary("never-vouched", "z", 8, True),  # no agent has reported for it: none of its GPUs
     ]
-    counts, _ = site_status("z", "Active", nodes)
-    assert (counts["gpus"], counts["gpusHealthy"], counts["nodesReady"]) == (28, 8 + 7 + 4, 3)
+    counts, (ready, healthy) = site_status("z", "Active", nodes)
+    assert (counts["gpus"], counts["gpusHealthy"], counts["nodesReady"]) == (36, 8 + 7 + 4, 3)
+    assert ready.message == "3/5 node(s) ready, 19 GPU(s) healthy; no agent has vouched for 1 node(s)"
+    assert healthy.message == "3/5 node(s) ready; no agent has vouched for 1 node(s)"
+
+
+def test_a_site_whose_nodes_no_agent_vouched_for_says_so() -> None:
+    counts, (ready, healthy) = site_status("z", "Active", [node("a", vouched=False), node("b", vouched=False)])
+    assert (counts["nodesReady"], counts["gpusHealthy"]) == (0, 0)
+    assert ready.message == "no agent has vouched for 2 node(s), and none of 2 node(s) is usable"
+    assert healthy.message == "only 0/2 node(s) ready; no agent has vouched for 2 node(s)"
 
 
 def test_node_summary_reads_the_healthy_gpu_count_annotation() -> None:
