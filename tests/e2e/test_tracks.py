@@ -155,11 +155,16 @@ def assert_running(kubectl: Kubectl, namespace: str, names: list[str], site: str
 
 def test_quotas_shrink_with_the_healthy_gpus_of_a_site(kubectl: Kubectl, unique: str) -> None:
     with vouched_lab_site(kubectl, f"{unique}-s") as (site, gateway):
-        # the health plane reports half the GPUs of a node Degraded, then every GPU of the other node Failed
+        # the health plane reports half the GPUs of a node Degraded, then six of the other node's
         gateway.report(node_name(site, 0), [HEALTHY] * 4 + [DEGRADED] * 4, reason="XID 63")
         eventually(lambda: quotas(kubectl, site, {"euro-hpc": 6, "national": 3, "regional": 3}))
+        gateway.report(node_name(site, 1), [HEALTHY] * 2 + [DEGRADED] * 6, reason="XID 63")
+        eventually(lambda: quotas(kubectl, site, {"euro-hpc": 3, "national": 1, "regional": 2}))
+        # the other node Failed: one node of two is no longer Healthy, so placement puts no work there
         gateway.report(node_name(site, 1), [FAILED] * 8, reason="XID 79")
-        eventually(lambda: quotas(kubectl, site, {"euro-hpc": 2, "national": 1, "regional": 1}))
+        eventually(lambda: quotas(kubectl, site, {"euro-hpc": 0, "national": 0, "regional": 0}))
+        gateway.report(node_name(site, 1), [HEALTHY] * 8)  # reset, and trusted after its quiet period
+        eventually(lambda: quotas(kubectl, site, {"euro-hpc": 6, "national": 3, "regional": 3}))
         kubectl.run("patch", "site", site, "--type=merge", "-p", json.dumps({"spec": {"lifecycle": "Draining"}}))
         eventually(lambda: quotas(kubectl, site, {"euro-hpc": 0, "national": 0, "regional": 0}))
 
