@@ -4,15 +4,22 @@ A node counts only once its health agent has vouched for it: the operator keeps 
 its Healthy GPUs in ``gigafab.nl/gpus-healthy`` from the node's record in the health plane
 (``health_sync``). A Node without it (no agent ever reported for it, or none of its site's)
 has no usable GPUs and does not make its Site Ready or Healthy, whatever its kubelet says.
+
+A kubelet may write its own Node's zone label and annotations, so neither alone makes a node
+count: the count is taken only from a Node that carries ``node-restriction.kubernetes.io/gigafab-site``
+(which no kubelet may set on itself, and without which the operator writes no count), and the
+Site counts only nodes whose label names it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gigafab.operator.conditions import Condition
+
+from gigafab.api.labels import SITE_NODE_LABEL
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class NodeSummary:
     gpu_watts: int | None = None
     healthy_gpus: int | None = None
     """GPUs the health plane reports Healthy (``gigafab.nl/gpus-healthy``); None: no agent has vouched for it."""
+    site: str | None = None
+    """The Site the node's provisioner labelled it for (``SITE_NODE_LABEL``); None: not read from a Node."""
 
     @property
     def vouched(self) -> bool:
@@ -61,7 +70,7 @@ def node_summary(
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     allocatable = status.get("allocatable") or {}
     watts = labels.get("gigafab.nl/gpu-power-watts")
-    healthy = (annotations or {}).get(HEALTHY_GPUS, "")
+    healthy = (annotations or {}).get(HEALTHY_GPUS, "") if SITE_NODE_LABEL in labels else ""
     return NodeSummary(
         name=name,
         zone=labels.get(ZONE_LABEL, ""),
@@ -69,6 +78,7 @@ def node_summary(
         ready=ready and not spec.get("unschedulable", False) and not _lost(spec),
         gpu_watts=int(watts) if watts and watts.isdigit() else None,
         healthy_gpus=int(healthy) if healthy.isdigit() else None,
+        site=labels.get(SITE_NODE_LABEL, ""),
     )
 
 
@@ -80,11 +90,12 @@ def usable_gpus(node: NodeSummary) -> int:
 
 
 def site_status(
-    zone: str, lifecycle: str, nodes: Iterable[NodeSummary], *, gateway_lost: bool = False
+    zone: str, lifecycle: str, nodes: Iterable[NodeSummary], *, site: str | None = None, gateway_lost: bool = False
 ) -> tuple[dict[str, Any], list[Condition]]:
-    """Counts for status and the Ready and Healthy conditions of a site; ``gateway_lost``: its health
-    gateway's key is gone, so nothing vouches for its nodes whatever they last said."""
-    members = [node for node in nodes if node.zone == zone]
+    """Counts for status and the Ready and Healthy conditions of a site; ``site``: its name (a node of
+    its zone labelled for another Site is vouched for by none of this site's agents); ``gateway_lost``:
+    its health gateway's key is gone, so nothing vouches for its nodes whatever they last said."""
+    members = [_for_site(node, site) for node in nodes if node.zone == zone]
     usable = [node for node in members if node.usable]
     counts = {
         "zone": zone,
@@ -95,6 +106,13 @@ def site_status(
     }
     unvouched = sum(1 for node in members if not node.vouched)
     return counts, [_readiness(zone, lifecycle, members, usable, unvouched), _health(members, usable, unvouched, gateway_lost)]
+
+
+def _for_site(node: NodeSummary, site: str | None) -> NodeSummary:
+    """``node`` as ``site`` sees it: unvouched when its provisioner labelled it for another Site."""
+    if site is None or node.site is None or node.site == site:
+        return node
+    return replace(node, healthy_gpus=None)
 
 
 def _unvouched(count: int) -> str:

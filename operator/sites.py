@@ -31,7 +31,7 @@ def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
     zone = str(spec.get("zone") or meta["name"])
     generation = int(meta.get("generation") or 0)
     lifecycle, members = str(spec.get("lifecycle", "Active")), list(nodes.get(zone, []))
-    counts, wanted = site_status(zone, lifecycle, members, gateway_lost=CONTACTS.lost(meta["name"]))
+    counts, wanted = site_status(zone, lifecycle, members, site=meta["name"], gateway_lost=CONTACTS.lost(meta["name"]))
     telemetry.site_observed(meta["name"], healthy_gpus=counts["gpusHealthy"])
     new = {
         **counts,

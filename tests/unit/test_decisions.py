@@ -6,7 +6,9 @@ import pytest
 from gigafab.operator.conditions import Condition, merge
 from gigafab.operator.drift import covers
 from gigafab.operator.jurisdiction import egress_acceptance
-from gigafab.operator.site_health import NodeSummary, node_summary, site_status
+from gigafab.operator.site_health import HEALTHY_GPUS, NodeSummary, node_summary, site_status
+
+from gigafab.api.labels import SITE_NODE_LABEL
 
 
 def test_merge_keeps_transition_time_while_status_holds() -> None:
@@ -66,7 +68,7 @@ def test_node_summary_reads_gpus_readiness_and_power() -> None:
         {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]},
         {"unschedulable": True},
     )
-    assert summary == NodeSummary("n1", "de-halm", 8, False, 1000)
+    assert summary == NodeSummary("n1", "de-halm", 8, False, 1000, site="")
 
 
 def test_site_counts_healthy_gpus_one_by_one_and_lost_nodes_wholly() -> None:
@@ -91,10 +93,30 @@ def test_a_site_whose_nodes_no_agent_vouched_for_says_so() -> None:
 
 
 def test_node_summary_reads_the_healthy_gpu_count_annotation() -> None:
-    labels = {"topology.kubernetes.io/zone": "z"}
+    labels = {"topology.kubernetes.io/zone": "z", SITE_NODE_LABEL: "z"}
     status = {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}
     assert node_summary("n", labels, status, {}, {"gigafab.nl/gpus-healthy": "6"}).healthy_gpus == 6
     assert node_summary("n", labels, status, {}, {"gigafab.nl/gpus-healthy": "six"}).healthy_gpus is None
+
+
+def test_a_count_on_a_node_no_provisioner_labelled_for_a_site_is_no_vouching() -> None:
+    """A kubelet may set its own zone label and annotations, never the site label: it cannot vouch for itself."""
+    self_made = {"topology.kubernetes.io/zone": "z"}
+    status = {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}
+    summary = node_summary("rogue", self_made, status, {}, {"gigafab.nl/gpus-healthy": "8"})
+    assert not summary.vouched
+    counts, _ = site_status("z", "Active", [summary], site="z")
+    assert counts["gpusHealthy"] == 0
+
+
+def test_a_node_of_the_zone_labelled_for_another_site_counts_for_none() -> None:
+    status = {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}
+    vouched = {HEALTHY_GPUS: "8"}
+    own = node_summary("own", {"topology.kubernetes.io/zone": "z", SITE_NODE_LABEL: "niemeyer"}, status, {}, vouched)
+    other = node_summary("other", {"topology.kubernetes.io/zone": "z", SITE_NODE_LABEL: "de-halm"}, status, {}, vouched)
+    counts, (_, healthy) = site_status("z", "Active", [own, other], site="niemeyer")
+    assert (counts["nodes"], counts["nodesReady"], counts["gpusHealthy"]) == (2, 1, 8)
+    assert healthy.reason == "NotVouched"
 
 
 @pytest.mark.parametrize(
