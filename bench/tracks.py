@@ -6,7 +6,8 @@
 
 It starts its own plane (ports shifted by 7000, state in a temporary folder): etcd,
 kube-apiserver, controller-manager, scheduler, Kueue, kwok and the operator, with the
-default AllocationPolicy (euro-hpc 50 %, national 25 %, regional 25 % with priority).
+default AllocationPolicy (euro-hpc 50 %, national 25 %, regional 25 % with priority), and
+the health plane: a node counts toward the quotas only once its agent has vouched for it.
 The work runs on Niemeyer: 2 fake nodes of 8 GPUs, so Kueue's nominal quotas there are
 euro-hpc 8, national 4, regional 4 GPUs. One tenant per track may use Niemeyer only
 (the power tenant also De Halm, where shed work can go). Every workload asks 2 GPUs.
@@ -214,7 +215,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gigafab-bench-tracks-") as state:
         plane = Plane(Layout(state=Path(state), ports=Ports.shifted(OFFSET)))
-        plane.up(Options(nodes_per_site=2, gpus_per_node=8, samples=True, tenants=False, health=False))
+        plane.up(Options(nodes_per_site=2, gpus_per_node=8, samples=True, tenants=False))
         try:
             bench = Bench(plane)
             bench.setup()

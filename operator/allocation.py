@@ -1,7 +1,7 @@
 """AllocationPolicy handlers: Kueue's queues for the tracks, and each track's GPUs in status.
 
 Every 2 s (and when the policy changes) the operator derives, from the healthy GPUs
-of each Active site, every track's nominal quota per site (``queues.site_quotas``)
+of each site placement may use (``healthy_by_site``), every track's nominal quota per site (``queues.site_quotas``)
 and applies Kueue's ResourceFlavors, WorkloadPriorityClasses and ClusterQueues
 (``queues.track_objects``) when they changed: a failed GPU or a lost site shrinks
 the quotas within seconds. The status shows per track the guaranteed GPUs (its
@@ -27,6 +27,8 @@ from gigafab.operator.state import Client, custom_path, first
 from gigafab.operator.tracks import shares_of, track_use
 from kubernetes.client.exceptions import ApiException
 
+from gigafab.api.v1alpha1.common import EU_MEMBER_STATES
+
 GROUP, VERSION, PLURAL = "gigafab.nl", "v1alpha1", "allocationpolicies"
 PRUNED_KINDS = ("ClusterQueue", "WorkloadPriorityClass", "ResourceFlavor")
 """Cluster-wide Kueue objects the policy owns, in the order stale ones are removed."""
@@ -34,14 +36,29 @@ MANAGED_BY_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED_BY.ite
 log = logging.getLogger("gigafab.allocation")
 
 
+def usable_by_placement(body: Mapping[str, Any]) -> bool:
+    """Whether placement may put new work on the Site at all, whatever the work: Active, under EU law, and
+    Healthy (its health plane vouches for most of its nodes). The rest of ``placement``'s rules depend on
+    the work (its data class, its tenant) or on what is placed already."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    return (
+        spec.get("lifecycle", "Active") == "Active"
+        and spec.get("jurisdiction") in EU_MEMBER_STATES
+        and conditions.status_of(status.get("conditions"), "Healthy") == "True"
+    )
+
+
 def healthy_by_site(indexes: Mapping[str, Any]) -> dict[str, int]:
-    """Healthy GPUs of every Site; a site that is not Active counts none (it takes no new work)."""
+    """Healthy GPUs of every Site that placement may use; every other Site counts none. Kueue's nominal
+    quotas and the tracks' guarantees are made of these: a GPU outside the EU, of a site not Active, or of
+    a site its health plane does not vouch for could never be given to the work it would be promised to,
+    and Kueue would admit onto it work that no placement put there."""
     healthy: dict[str, int] = {}
     for store in indexes["site_index"].values():
         for entry in store:
             body = entry["body"]
-            active = (body.get("spec") or {}).get("lifecycle", "Active") == "Active"
-            healthy[entry["name"]] = int((body.get("status") or {}).get("gpusHealthy") or 0) if active else 0
+            usable = usable_by_placement(body)
+            healthy[entry["name"]] = int((body.get("status") or {}).get("gpusHealthy") or 0) if usable else 0
     return healthy
 
 

@@ -1,22 +1,21 @@
-"""The operator's side of the health plane: etcd transitions → Node taints and conditions.
+"""The operator's side of the health plane: etcd → ``health_sync.NodeHealthSync`` → Nodes.
 
-On startup it reads every node's health under ``/gigafab/health/v1/sites/`` and then
-watches from the revision after that read, so after a restart it resumes exactly
-where etcd is. Each change goes through ``node_health.decide`` (worse at once, better
-after a quiet period) and, when the decision changes, onto the Node: our taints
-replaced (others kept), the ``GigafabGpuHealthy`` condition set and the number of
-its Healthy GPUs in the ``gigafab.nl/gpus-healthy`` annotation (which the Site counts).
-A second loop re-decides nodes that are waiting out their quiet period; until a node
-is trusted again its count stays that of the worse state. A decision the apiserver did
-not take (it was restarting, or not yet authorizing) is kept and written again by that
-loop every second until it is: nothing else would bring it back, since etcd holds
-transitions only and the node may not change again for a long time.
+On startup it reads every record under ``/gigafab/health/v1/sites/`` and then watches from
+the revision after that read, so after a restart it resumes exactly where etcd is. Records
+go to the sync (``health_sync``), which applies each only to a Node of its key's site and
+refuses the rest; a second loop (``recheck``, every second) re-decides nodes waiting out
+their quiet period, writes decisions the apiserver did not take, and takes Node events.
 
 It also watches each site's ``gateway`` key. When a key goes (the gateway died or was
 cut off and its lease ran out) every node of that site is treated as Silent: nobody
 can vouch for it any more. The site's contact goes into ``site_contact.CONTACTS``,
 from which the failover loop knows when the site's work is fenced. When the key comes
-back, the site's node records are read again.
+back, the site's node records are read again. Before the first read, the terms each
+gateway last announced (its ``fenceAfter``) are taken from the Sites' status, where
+``sites.refresh`` keeps them: a site whose gateway is gone when the operator starts is
+fenced on its own terms, not on a default.
+
+When a Node is deleted its records are deleted from etcd (``_purge``).
 
 Enabled when ``$GIGAFAB_HEALTH_ETCD`` names the health etcd (``host:port``).
 """
@@ -35,144 +34,58 @@ from typing import Any
 import aetcd
 import kopf
 from gigafab.agents.records import ETCD_CHANNEL, PREFIX
-from gigafab.operator import audit, telemetry
-from gigafab.operator.conditions import now_rfc3339
+from gigafab.operator import telemetry
+from gigafab.operator.health_records import gateway_site, key_parts
+from gigafab.operator.health_sync import NodeHealthSync
 from gigafab.operator.kube import Kube
-from gigafab.operator.node_health import TRUST_AFTER, Applied, condition_for, decide, taints_for
-from gigafab.operator.site_contact import CONTACTS, DEFAULT_FENCE_AFTER, Contacts
-from gigafab.operator.site_health import HEALTHY_GPUS
-from gigafab.operator.state import Client
+from gigafab.operator.node_health import TRUST_AFTER, taints_for
+from gigafab.operator.site_contact import Contacts
+from gigafab.operator.state import GROUP_PATH, Client
+
+from gigafab.api.labels import SITE_NODE_LABEL
 
 log = logging.getLogger("gigafab.health")
 ENV = "GIGAFAB_HEALTH_ETCD"
 
 
-class NodeHealthSync:
-    """Keeps Nodes in step with the health recorded in etcd."""
-
-    def __init__(self, kube: Kube, trust_after: float = TRUST_AFTER, contacts: Contacts = CONTACTS) -> None:
-        self.kube = kube
-        self.trust_after = trust_after
-        self.contacts = contacts
-        self.site_of: dict[str, str] = {}
-        self.applied: dict[str, Applied] = {}
-        self.reported: dict[str, tuple[str, str]] = {}
-        self.reported_gpus: dict[str, int] = {}
-        self.healthy_gpus: dict[str, int] = {}
-        """The count on each Node: that of the report the applied state follows."""
-        self.written: set[str] = set()
-        self.unwritten: dict[str, Applied] = {}
-        """Nodes whose last decision the apiserver did not take, with the state the Node showed before it."""
-
-    def observe(self, document: dict[str, Any], now: float) -> None:
-        node = document["node"]
-        self.site_of[node] = document.get("site", "")
-        self.contacts.node_heard(self.site_of[node], node, document["health"], document.get("lastReportAt"), time.time())
-        self._take(document, now)
-
-    def site_lost(self, site: str, now: float) -> None:
-        """The site's gateway is gone: none of its nodes is vouched for any more."""
-        for node, member_of in list(self.site_of.items()):
-            if member_of == site:
-                reason = f"the health gateway of site {site} is lost: nothing vouches for this node"
-                self._take({"node": node, "health": "Silent", "reason": reason, "gpus": {}}, now)
-
-    def _take(self, document: dict[str, Any], now: float) -> None:
-        node = document["node"]
-        self.reported[node] = (document["health"], document.get("reason", ""))
-        self.reported_gpus[node] = sum(1 for health in (document.get("gpus") or {}).values() if health == "Healthy")
-        self._decide(node, now)
-
-    def recheck(self, now: float) -> None:
-        for node, before in list(self.unwritten.items()):
-            self._try_write(node, before)
-        for node, applied in list(self.applied.items()):
-            if applied.better_health is not None:
-                self._decide(node, now)
-
-    def _decide(self, node: str, now: float) -> None:
-        health, reason = self.reported[node]
-        before = self.applied.get(node, Applied())
-        after = decide(before, health, reason, now, self.trust_after)
-        self.applied[node] = after
-        count = self.healthy_gpus.get(node)
-        if after.health == health and after.better_health is None:  # the node is where its report says
-            count = self.reported_gpus[node]
-        if (after.health, after.reason, after.better_health, count) != (
-            before.health,
-            before.reason,
-            before.better_health,
-            self.healthy_gpus.get(node),
-        ) or node not in self.written:
-            if count is not None:
-                self.healthy_gpus[node] = count
-            self._try_write(node, self.unwritten.get(node, before))
-
-    def _try_write(self, node: str, before: Applied) -> None:
-        """Write the node's applied state; when the apiserver does not take it, keep it for ``recheck``."""
-        try:
-            self._write(node, self.applied[node], before)
-        except Exception as failure:  # the apiserver away, restarting, not yet authorizing: try again
-            if node not in self.unwritten:
-                log.warning("health of %s not written to its Node, trying again: %r", node, failure)
-            self.unwritten[node] = before
-            return
-        self.unwritten.pop(node, None)
-
-    def rewrite(self, node: str) -> None:
-        applied = self.applied[node]
-        self._write(node, applied, applied)
-
-    def _write(self, node: str, after: Applied, before: Applied) -> None:
-        path = f"/api/v1/nodes/{node}"
-        current = self.kube.get(path)
-        if current is None:
-            log.warning("health of unknown node %s ignored", node)
-            return
-        taints = taints_for(after.health, current["spec"].get("taints") or [])
-        patch: dict[str, Any] = {"spec": {"taints": taints or None}}
-        if node in self.healthy_gpus:
-            patch["metadata"] = {"annotations": {HEALTHY_GPUS: str(self.healthy_gpus[node])}}
-        self.kube.merge_patch(path, patch)
-        condition = {
-            **condition_for(after, self.trust_after),
-            "lastHeartbeatTime": now_rfc3339(),
-            "lastTransitionTime": now_rfc3339(),
-        }
-        self.kube.strategic_patch(f"{path}/status", {"status": {"conditions": [condition]}})
-        self.written.add(node)
-        if after.health != before.health:
-            reference = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "uid": current["metadata"]["uid"]}}
-            audit.verdict(
-                reference,
-                after.health == "Healthy",
-                reason=f"Gpu{after.health}",
-                message=f"{after.reason or after.health}; taints now {[t['key'] for t in taints]}",
-            )
-
-
-def _documents(items: Any) -> list[dict[str, Any]]:
-    return [json.loads(item.value) for item in items if b"/nodes/" in item.key]
-
-
 def _gateway_site(key: bytes) -> str | None:
-    """The site of a ``.../sites/<site>/gateway`` key, else None."""
-    parts = key.decode().rsplit("/", 2)
-    return parts[1] if len(parts) == 3 and parts[2] == "gateway" else None
+    return gateway_site(key.decode(errors="replace"))
 
 
-def _gateway_terms(value: bytes) -> tuple[float, float, bool]:
-    """(lease ttl, fenceAfter, stopping) a gateway announces in its key; older gateways wrote only a name."""
+def _record_sites(items: Any) -> set[str]:
+    """The sites that have node records among listed ``items``."""
+    return {parts[0] for item in items if (parts := key_parts(item.key.decode(errors="replace"))) is not None}
+
+
+def _gateway_terms(value: bytes) -> tuple[float, float, bool] | None:
+    """(lease ttl, fenceAfter, stopping) a gateway announces in its key; None when it says none."""
     try:
         terms = json.loads(value)
         return float(terms["ttl"]), float(terms["fenceAfter"]), bool(terms.get("stopping"))
     except (ValueError, KeyError, TypeError):
-        return 5.0, DEFAULT_FENCE_AFTER, False
+        return None
+
+
+def _gateway_up(contacts: Contacts, site: str, value: bytes) -> None:
+    """The site's gateway holds its key; a key without terms keeps the terms known before."""
+    terms = _gateway_terms(value)
+    if terms is None:
+        log.warning("the health gateway key of site %s announces no ttl and fenceAfter; keeping the terms known", site)
+        ttl, fence_after = contacts.terms(site) or (5.0, contacts.fence_after(site))
+    else:
+        ttl, fence_after, _ = terms
+    contacts.gateway_up(site, ttl, fence_after)
+
+
+async def _observe(sync: NodeHealthSync, items: Any) -> None:
+    """Every node record (and anything else but gateway keys) among ``items``, in order."""
+    for item in items:
+        if _gateway_site(item.key) is None:
+            await asyncio.to_thread(sync.observe, item.key, item.value, time.monotonic())
 
 
 async def _observe_site(client: aetcd.Client, sync: NodeHealthSync, site: str) -> None:
-    for document in _documents(await client.get_prefix(f"{PREFIX}/{site}/nodes/".encode())):
-        await asyncio.to_thread(sync.observe, document, time.monotonic())
+    await _observe(sync, await client.get_prefix(f"{PREFIX}/{site}/nodes/".encode()))
 
 
 RECONNECT_AFTER = 1.0
@@ -224,25 +137,26 @@ async def run(endpoint: str, sync: NodeHealthSync) -> None:
     try:
         listed = await client.get_prefix(prefix)
         listed_at = time.monotonic()
-        for document in _documents(listed):
-            await asyncio.to_thread(sync.observe, document, time.monotonic())
         served = {site: item.value for item in listed if (site := _gateway_site(item.key)) is not None}
-        for site, value in served.items():
-            ttl, fence_after, _ = _gateway_terms(value)
-            sync.contacts.gateway_up(site, ttl, fence_after)
-        for site in {document["site"] for document in _documents(listed)} - set(served):
+        for site, value in served.items():  # first: a record of a site that lost its gateway is taken as Silent
+            _gateway_up(sync.contacts, site, value)
+        await _observe(sync, listed)
+        for site in _record_sites(listed) - set(served):
             tasks.append(asyncio.create_task(_lost_unless_served(sync, site, listed_at)))
         revision = listed.header.revision
         watch = await client.watch_prefix(prefix, start_revision=revision + 1)
         sync.contacts.view_current()
         tasks.append(asyncio.create_task(_probe(client, sync, watch.cancel)))
+        tasks.append(asyncio.create_task(_purge(client, sync)))
         log.info("watching %s from etcd revision %d", prefix.decode(), revision + 1)
         async for event in watch:
             site = _gateway_site(event.kv.key)
             if site is not None:
                 await _gateway_changed(client, sync, site, event)
-            elif event.kind == aetcd.EventKind.PUT and b"/nodes/" in event.kv.key:
-                await asyncio.to_thread(sync.observe, json.loads(event.kv.value), time.monotonic())
+            elif event.kind == aetcd.EventKind.PUT:
+                await asyncio.to_thread(sync.observe, event.kv.key, event.kv.value, time.monotonic())
+            else:
+                await asyncio.to_thread(sync.record_deleted, event.kv.key)
     finally:
         for task in tasks:
             task.cancel()
@@ -265,12 +179,12 @@ async def _lost_unless_served(sync: NodeHealthSync, site: str, listed_at: float)
 
 async def _gateway_changed(client: aetcd.Client, sync: NodeHealthSync, site: str, event: Any) -> None:
     if event.kind == aetcd.EventKind.PUT:
-        ttl, fence_after, stopping = _gateway_terms(event.kv.value)
-        if stopping:
+        terms = _gateway_terms(event.kv.value)
+        if terms is not None and terms[2]:
             sync.contacts.gateway_stopping(site)
             return
         returned = sync.contacts.lost(site)
-        sync.contacts.gateway_up(site, ttl, fence_after)
+        _gateway_up(sync.contacts, site, event.kv.value)
         if returned:
             log.info("the health gateway of site %s is back", site)
             await _observe_site(client, sync, site)
@@ -278,6 +192,30 @@ async def _gateway_changed(client: aetcd.Client, sync: NodeHealthSync, site: str
     log.warning("the health gateway of site %s is lost", site)
     sync.contacts.gateway_lost(site, time.time())
     await asyncio.to_thread(sync.site_lost, site, time.monotonic())
+
+
+PURGE_EVERY = 1.0
+"""Seconds between the watch's deletions of deleted Nodes' records."""
+
+
+async def _purge(client: aetcd.Client, sync: NodeHealthSync) -> None:
+    """Delete from etcd the records of Nodes that were deleted (``NodeHealthSync.take_purges``).
+
+    The operator writes etcd here, and only here: records are the gateways'. A later change makes
+    the operator read-only on the health prefix (docs/security.md, etcd); the purge then moves to
+    whoever keeps write rights there (the site's gateway, told by a deletion it watches)."""
+    while True:
+        await asyncio.sleep(PURGE_EVERY)
+        keys = sync.take_purges()
+        for key in sorted(keys):
+            try:
+                await client.delete(key)
+            except Exception as failure:  # etcd away: kept, and deleted once the watch is back
+                log.warning("record %s of a deleted Node not deleted yet: %r", key.decode(), failure)
+                sync.purge_later(keys)
+                break
+            log.info("deleted the health record %s: its Node is gone", key.decode())
+            keys = keys - {key}
 
 
 async def _recheck(sync: NodeHealthSync) -> None:
@@ -289,6 +227,15 @@ async def _recheck(sync: NodeHealthSync) -> None:
             log.exception("health recheck failed; trying again in a second")
 
 
+def remember_gateway_terms(kube: Kube, contacts: Contacts) -> None:
+    """Each site's gateway terms as its Site's status keeps them (``sites.refresh`` writes them)."""
+    for site in kube.list(f"{GROUP_PATH}/sites"):
+        terms = (site.get("status") or {}).get("healthGateway") or {}
+        if terms.get("fenceAfterSeconds") is not None:
+            ttl = float(terms.get("leaseTtlSeconds") or 5.0)
+            contacts.remember(site["metadata"]["name"], ttl, float(terms["fenceAfterSeconds"]))
+
+
 @kopf.on.startup()
 async def start(memo: kopf.Memo, **_: Any) -> None:
     endpoint = os.environ.get(ENV)
@@ -296,19 +243,28 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         log.info("no %s: the health plane is not watched", ENV)
         return
     sync = NodeHealthSync(Client.get(), float(os.environ.get("GIGAFAB_TRUST_AFTER", TRUST_AFTER)))
+    try:
+        await asyncio.to_thread(remember_gateway_terms, sync.kube, sync.contacts)
+    except Exception as failure:  # before the first read of etcd: a lost site must be fenced on its terms
+        raise kopf.TemporaryError(f"the Sites' gateway terms are not readable yet: {failure!r}", delay=1.0) from failure
     memo["health_sync"] = sync
     memo["health_tasks"] = [asyncio.create_task(watch(endpoint, sync)), asyncio.create_task(_recheck(sync))]
 
 
 @kopf.on.event("", "v1", "nodes")
 @telemetry.reconciles("Node")
-def node_taints_drifted(name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
-    """Put back health taints someone (or a re-applied manifest) removed or changed."""
+def node_health_event(name: str, type: str | None, labels: kopf.Labels, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    """Tell the health sync which site the Node belongs to (or that it is gone), and put back health
+    taints someone (or a re-applied manifest) removed or changed."""
     sync = memo.get("health_sync")
-    if not isinstance(sync, NodeHealthSync) or name not in sync.written:
+    if not isinstance(sync, NodeHealthSync):
+        return
+    sync.node_changed(name, labels.get(SITE_NODE_LABEL), deleted=type == "DELETED")
+    applied = sync.applied.get(name)
+    if type == "DELETED" or name not in sync.written or applied is None:
         return
     current = [dict(t) for t in spec.get("taints") or []]
-    if _ours(current) != _ours(taints_for(sync.applied[name].health, current)):
+    if _ours(current) != _ours(taints_for(applied.health, current)):
         log.info("health taints of %s drifted; putting them back", name)
         sync.rewrite(name)
 

@@ -11,8 +11,17 @@ moment the site could still have been in contact:
 - a node its gateway reports Silent last reported at its ``lastReportAt``.
 
 ``fenced_at(site)`` is the latest of those plus ``fenceAfter`` plus the margin; before
-that moment nothing of the site's work is started anywhere else. After an operator
-restart a site found without a gateway counts from the restart (it cannot know better).
+that moment nothing of the site's work is started anywhere else.
+
+Only nodes the health sync admitted as the site's own (``health_records.membership``) are
+ever heard here, and a deleted or relabelled Node is forgotten (``forget_node``): a gateway
+cannot make a site look lost by naming Silent nodes that are not its Nodes.
+
+After an operator restart a site found without a gateway counts its contact from the
+restart: the gateway may have come back and gone again while no operator watched, so
+nothing read before the restart bounds it. Its ``fenceAfter`` is the one the operator kept
+in the Site's ``status.healthGateway`` (``remember``), not the default: a site whose agents
+fence later than 30 s would otherwise have its work started elsewhere while it still runs.
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ class SiteContact:
     """Nodes reported Silent, with their last report (wall clock)."""
     up_at: float = float("-inf")
     """When the gateway last announced itself (monotonic)."""
+    announced: bool = False
+    """``ttl`` and ``fence_after`` are the gateway's (from its key, or kept in the Site's status), not defaults."""
 
     @property
     def lost_contact(self) -> float | None:
@@ -74,8 +85,21 @@ class Contacts:
         with self._lock:
             contact = self._site(site)
             contact.gateway, contact.last_contact, contact.ttl, contact.fence_after = True, None, ttl, fence_after
+            contact.announced = True
             contact.stopping = False
             contact.up_at = time.monotonic()
+
+    def remember(self, site: str, ttl: float, fence_after: float) -> None:
+        """The terms the site's gateway last announced, as kept in the Site's status (read at start)."""
+        with self._lock:
+            contact = self._site(site)
+            contact.ttl, contact.fence_after, contact.announced = ttl, fence_after, True
+
+    def terms(self, site: str) -> tuple[float, float] | None:
+        """(lease ttl, fenceAfter) the site's gateway announced; None when no gateway ever told this process."""
+        with self._lock:
+            contact = self._sites.get(site)
+            return (contact.ttl, contact.fence_after) if contact is not None and contact.announced else None
 
     def gateway_stopping(self, site: str) -> None:
         with self._lock:
@@ -96,6 +120,13 @@ class Contacts:
                 silent[node] = last_report if last_report is not None else now
             else:
                 silent.pop(node, None)
+
+    def forget_node(self, site: str, node: str) -> None:
+        """``node`` is no Node of ``site`` any more (deleted, or labelled for another site)."""
+        with self._lock:
+            contact = self._sites.get(site)
+            if contact is not None:
+                contact.silent_nodes.pop(node, None)
 
     def served_since(self, site: str, since: float) -> bool:
         """The site's gateway (re)announced itself at or after ``since`` (monotonic) and holds its key."""

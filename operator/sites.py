@@ -31,13 +31,16 @@ def refresh(body: dict[str, Any], nodes: kopf.Index[str, NodeSummary]) -> None:
     zone = str(spec.get("zone") or meta["name"])
     generation = int(meta.get("generation") or 0)
     lifecycle, members = str(spec.get("lifecycle", "Active")), list(nodes.get(zone, []))
-    counts, wanted = site_status(zone, lifecycle, members, gateway_lost=CONTACTS.lost(meta["name"]))
+    counts, wanted = site_status(zone, lifecycle, members, site=meta["name"], gateway_lost=CONTACTS.lost(meta["name"]))
     telemetry.site_observed(meta["name"], healthy_gpus=counts["gpusHealthy"])
     new = {
         **counts,
         "observedGeneration": generation,
         "conditions": conditions.merge(status.get("conditions"), wanted, generation),
     }
+    terms = CONTACTS.terms(meta["name"])
+    if terms is not None:  # kept for a restarted operator that finds the gateway gone (health_watch.start)
+        new["healthGateway"] = {"fenceAfterSeconds": terms[1], "leaseTtlSeconds": terms[0]}
     if all(status.get(key) == value for key, value in new.items()):
         return
     Client.get().merge_patch(custom_path("sites", meta["name"], subresource="status"), {"status": new})

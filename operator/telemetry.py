@@ -5,7 +5,8 @@
 - ``placing`` is the span of one placement, and ``placement_decided`` times its decision;
 - ``fail_over`` (and ``resume_failover``, for work that waited Pending) is the span of one failover
   and counts it once the work is placed elsewhere;
-- ``site_observed`` keeps the per-site gauges (healthy GPUs, power draw and cap).
+- ``site_observed`` keeps the per-site gauges (healthy GPUs, power draw and cap);
+- ``health_record_refused`` counts a health record the operator did not apply (``health_records``).
 
 Spans carry ``gigafab.site``, ``gigafab.tenant`` and ``gigafab.workload`` (namespace/name)
 where they apply. The decisions themselves (``placement``, ``failover``) stay pure.
@@ -24,6 +25,7 @@ from gigafab.agents.fencing import WORKLOAD_LABEL
 from gigafab.operator import conditions
 from gigafab.operator.conditions import seconds_of
 from gigafab.operator.failover import Cause
+from gigafab.operator.health_records import Refusal
 from gigafab.operator.placement import Decision
 from gigafab.operator.site_contact import CONTACTS
 from gigafab.operator.site_health import ZONE_LABEL
@@ -35,6 +37,8 @@ from gigafab.telemetry.metrics import OperatorMetrics
 
 METRICS = OperatorMetrics()
 """The operator's one registry, served by ``gigafab operator --metrics-address``."""
+for _reason in Refusal:  # exported from 0, so that a rate exists before the first refusal
+    METRICS.health_records_refused.labels(str(_reason))
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 _placement_started: ContextVar[float | None] = ContextVar("placement_started", default=None)
 _nothing = contextlib.nullcontext()
@@ -165,3 +169,8 @@ def site_observed(
     ):
         if value is not None:
             gauge.labels(site).set(value)
+
+
+def health_record_refused(reason: str) -> None:
+    """A health record was not applied, for ``reason`` (a ``health_records.Refusal``)."""
+    METRICS.health_records_refused.labels(reason).inc()

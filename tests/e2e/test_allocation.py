@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from gigafab.operator.allocation import usable_by_placement
 
 from tests.e2e.conftest import Kubectl, condition, eventually, tenant
 from tests.e2e.test_workloads import tenant_ready, workload
@@ -37,8 +38,8 @@ def test_the_default_policy_guarantees_its_shares_of_the_healthy_gpus_and_counts
 
     healthy, by_track = eventually(counted)
     sites = kubectl.get("sites")["items"]
-    active = [site for site in sites if site["spec"].get("lifecycle", "Active") == "Active"]
-    assert healthy == sum(site["status"].get("gpusHealthy", 0) for site in active)
+    usable = [site for site in sites if usable_by_placement(site)]  # Active, in the EU, Healthy
+    assert healthy == sum(site["status"].get("gpusHealthy", 0) for site in usable)
     assert sum(track["guaranteedGpus"] for track in by_track.values()) == healthy
     assert by_track["euro-hpc"]["guaranteedGpus"] == healthy // 2
     for track in by_track.values():

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
@@ -25,11 +25,9 @@ from gigafab.local.components import operator_metrics_url
 from gigafab.local.health import control_url, fence_log
 from gigafab.local.nodes import gpu_node, node_name
 from tests.e2e.conftest import Kubectl, PodPoller, condition, eventually, quotas, tenant
+from tests.e2e.lab_gateway import RUNNING, lab_gateway
 from tests.e2e.test_telemetry import scrape, total
 from tests.e2e.test_workloads import tenant_ready, workload
-
-FAILED_TAINT = {"key": "gigafab.nl/gpu-failed", "value": "true", "effect": "NoExecute"}
-
 
 pytestmark = pytest.mark.usefixtures("workloads_removed")
 
@@ -236,15 +234,18 @@ def test_draining_moves_work_away_one_workload_at_a_time(kubectl: Kubectl, uniqu
 
 @contextmanager
 def lab_sites(kubectl: Kubectl, unique: str) -> Iterator[tuple[str, str]]:
-    """Two extra Active sites of two fresh 8-GPU fake nodes each, for work nothing else shares."""
+    """Two extra Active sites of two fresh 8-GPU fake nodes each, for work nothing else shares; a lab
+    gateway each vouches for their nodes (``lab_gateway.RUNNING``)."""
     names = (f"{unique}-a", f"{unique}-b")
     spec = {"jurisdiction": "NL", "dataClasses": ["public", "internal"], "powerBudgetKW": 1000, "lifecycle": "Active"}
     kubectl.create(*(gpu_node(site, index, gpus=8) for site in names for index in range(2)))
     kubectl.apply(*({"apiVersion": "gigafab.nl/v1alpha1", "kind": "Site", "metadata": {"name": n}, "spec": spec} for n in names))
     try:
-        for site in names:
-            eventually(lambda site=site: site_healthy(kubectl, site), timeout=60)  # type: ignore[misc]
-        yield names
+        with ExitStack() as gateways:
+            for site in names:
+                gateways.enter_context(lab_gateway(kubectl.plane, site, node_name(site, 0), node_name(site, 1)))
+                eventually(lambda site=site: site_healthy(kubectl, site), timeout=60)  # type: ignore[misc]
+            yield names
     finally:
         kubectl.run("delete", "site", *names, "--wait=false", check=False)
         kubectl.run("delete", "node", *(node_name(site, index) for site in names for index in range(2)), check=False)
@@ -256,9 +257,7 @@ def test_a_failed_node_that_leaves_no_room_in_its_site_moves_the_work_to_another
         eventually(lambda: tenant_ready(kubectl, unique))
         kubectl.apply(workload("wide", unique, gpus=8, replicas=2, criticality="critical", sites=[first, second]))
         eventually(lambda: phase(kubectl, unique, "wide", "Running", first), timeout=90)
-        failed = node_name(first, 0)  # as the health plane marks a node whose GPU failed
-        taint = {"spec": {"taints": [{"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}, FAILED_TAINT]}}
-        kubectl.run("patch", "node", failed, "--type=merge", "-p", json.dumps(taint))
+        RUNNING[first].report(node_name(first, 0), ["Failed"] + ["Healthy"] * 7, reason="XID 79")  # a GPU of a node failed
         body = eventually(lambda: phase(kubectl, unique, "wide", "Running", second), timeout=90)
         assert body["status"]["epoch"] == 2
         last = body["status"]["placements"][-1]

@@ -2,7 +2,8 @@
 
 Each test has its own lab site (two fresh 8-GPU fake nodes: 16 GPUs, so the default
 policy gives euro-hpc 8, national 4 and regional 4 there) and tenants allowed only on
-it, so nothing else of the session competes for its GPUs.
+it, so nothing else of the session competes for its GPUs. A lab gateway (``lab_gateway``)
+vouches for its nodes in etcd, as a site's health gateway does for nodes whose agents report.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from gigafab.agents.ledger import DEGRADED, FAILED, HEALTHY
 
 from gigafab.local.nodes import gpu_node, node_name
 from tests.e2e.conftest import Kubectl, condition, eventually, quotas, tenant
+from tests.e2e.lab_gateway import LabGateway, lab_gateway
 from tests.e2e.test_failover import phase, site_healthy
 from tests.e2e.test_workloads import tenant_ready, workload
 
@@ -25,16 +28,25 @@ pytestmark = pytest.mark.usefixtures("workloads_removed")
 
 @contextmanager
 def lab_site(kubectl: Kubectl, name: str, **spec: Any) -> Iterator[str]:
+    with vouched_lab_site(kubectl, name, **spec) as (site, _):
+        yield site
+
+
+@contextmanager
+def vouched_lab_site(kubectl: Kubectl, name: str, **spec: Any) -> Iterator[tuple[str, LabGateway]]:
+    """A lab site of two 8-GPU nodes, and the lab gateway that vouches for them."""
     body = {"jurisdiction": "NL", "dataClasses": ["public", "internal"], "powerBudgetKW": 1000, "lifecycle": "Active", **spec}
+    nodes = [node_name(name, index) for index in range(2)]
     kubectl.create(*(gpu_node(name, index, gpus=8) for index in range(2)))
     kubectl.apply({"apiVersion": "gigafab.nl/v1alpha1", "kind": "Site", "metadata": {"name": name}, "spec": body})
     try:
-        eventually(lambda: site_healthy(kubectl, name), timeout=60)
-        eventually(lambda: quotas(kubectl, name, {"euro-hpc": 8, "national": 4, "regional": 4}))
-        yield name
+        with lab_gateway(kubectl.plane, name, *nodes) as gateway:
+            eventually(lambda: site_healthy(kubectl, name), timeout=60)
+            eventually(lambda: quotas(kubectl, name, {"euro-hpc": 8, "national": 4, "regional": 4}))
+            yield name, gateway
     finally:
         kubectl.run("delete", "site", name, "--wait=false", check=False)
-        kubectl.run("delete", "node", *(node_name(name, index) for index in range(2)), check=False)
+        kubectl.run("delete", "node", *nodes, check=False)
 
 
 def usage(kubectl: Kubectl, track: str, site: str) -> tuple[int, int]:
@@ -142,12 +154,17 @@ def assert_running(kubectl: Kubectl, namespace: str, names: list[str], site: str
 
 
 def test_quotas_shrink_with_the_healthy_gpus_of_a_site(kubectl: Kubectl, unique: str) -> None:
-    with lab_site(kubectl, f"{unique}-s") as site:
-        # as the health plane reports a node with half its GPUs failed, then the other node lost
-        kubectl.run("annotate", "node", node_name(site, 0), "gigafab.nl/gpus-healthy=4", "--overwrite")
+    with vouched_lab_site(kubectl, f"{unique}-s") as (site, gateway):
+        # the health plane reports half the GPUs of a node Degraded, then six of the other node's
+        gateway.report(node_name(site, 0), [HEALTHY] * 4 + [DEGRADED] * 4, reason="XID 63")
         eventually(lambda: quotas(kubectl, site, {"euro-hpc": 6, "national": 3, "regional": 3}))
-        kubectl.run("annotate", "node", node_name(site, 1), "gigafab.nl/gpus-healthy=0", "--overwrite")
-        eventually(lambda: quotas(kubectl, site, {"euro-hpc": 2, "national": 1, "regional": 1}))
+        gateway.report(node_name(site, 1), [HEALTHY] * 2 + [DEGRADED] * 6, reason="XID 63")
+        eventually(lambda: quotas(kubectl, site, {"euro-hpc": 3, "national": 1, "regional": 2}))
+        # the other node Failed: one node of two is no longer Healthy, so placement puts no work there
+        gateway.report(node_name(site, 1), [FAILED] * 8, reason="XID 79")
+        eventually(lambda: quotas(kubectl, site, {"euro-hpc": 0, "national": 0, "regional": 0}))
+        gateway.report(node_name(site, 1), [HEALTHY] * 8)  # reset, and trusted after its quiet period
+        eventually(lambda: quotas(kubectl, site, {"euro-hpc": 6, "national": 3, "regional": 3}))
         kubectl.run("patch", "site", site, "--type=merge", "-p", json.dumps({"spec": {"lifecycle": "Draining"}}))
         eventually(lambda: quotas(kubectl, site, {"euro-hpc": 0, "national": 0, "regional": 0}))
 

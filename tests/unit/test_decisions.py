@@ -6,7 +6,9 @@ import pytest
 from gigafab.operator.conditions import Condition, merge
 from gigafab.operator.drift import covers
 from gigafab.operator.jurisdiction import egress_acceptance
-from gigafab.operator.site_health import NodeSummary, node_summary, site_status
+from gigafab.operator.site_health import HEALTHY_GPUS, NodeSummary, node_summary, site_status
+
+from gigafab.api.labels import SITE_NODE_LABEL
 
 
 def test_merge_keeps_transition_time_while_status_holds() -> None:
@@ -32,8 +34,9 @@ def test_only_eu_member_states_are_accepted(code: str, accepted: bool) -> None:
     assert code in verdict.message
 
 
-def node(name: str, zone: str = "z", gpus: int = 8, ready: bool = True) -> NodeSummary:
-    return NodeSummary(name, zone, gpus, ready)
+def node(name: str, zone: str = "z", gpus: int = 8, ready: bool = True, vouched: bool = True) -> NodeSummary:
+    """A node as its Site sees it; ``vouched``: its health agent has reported (all its GPUs Healthy)."""
+    return NodeSummary(name, zone, gpus, ready, healthy_gpus=gpus if vouched else None)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +48,10 @@ def node(name: str, zone: str = "z", gpus: int = 8, ready: bool = True) -> NodeS
         ("Active", [node("a", zone="other")], ("False", "NoNodes"), ("False", "NoNodes")),
         ("Planned", [node("a")], ("False", "Planned"), ("True", "MostNodesReady")),
         ("Draining", [node("a")], ("False", "Draining"), ("True", "MostNodesReady")),
+        # a node no agent has vouched for is no capacity, whatever its kubelet says
+        ("Active", [node("a", vouched=False), node("b", vouched=False)], ("False", "NotVouched"), ("False", "NotVouched")),
+        ("Active", [node("a"), node("b", vouched=False)], ("True", "NodesReady"), ("False", "NotVouched")),
+        ("Active", [node("a"), node("b"), node("c", vouched=False)], ("True", "NodesReady"), ("True", "MostNodesReady")),
     ],
 )
 def test_site_status(lifecycle: str, nodes: list[NodeSummary], ready: tuple[str, str], healthy: tuple[str, str]) -> None:
@@ -61,25 +68,55 @@ def test_node_summary_reads_gpus_readiness_and_power() -> None:
         {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]},
         {"unschedulable": True},
     )
-    assert summary == NodeSummary("n1", "de-halm", 8, False, 1000)
+    assert summary == NodeSummary("n1", "de-halm", 8, False, 1000, site="")
 
 
 def test_site_counts_healthy_gpus_one_by_one_and_lost_nodes_wholly() -> None:
     nodes = [
-        NodeSummary("whole", "z", 8, True),  # no count from the health plane yet: all its GPUs
+        NodeSummary("whole", "z", 8, True, healthy_gpus=8),
         NodeSummary("one-degraded", "z", 8, True, healthy_gpus=7),
         NodeSummary("failed", "z", 8, False, healthy_gpus=7),  # NoExecute: nothing on it counts
         NodeSummary("stale-count", "z", 4, True, healthy_gpus=8),  # never more than it has
+        NodeSummary("never-vouched", "z", 8, True),  # no agent has reported for it: none of its GPUs
     ]
-    counts, _ = site_status("z", "Active", nodes)
-    assert (counts["gpus"], counts["gpusHealthy"], counts["nodesReady"]) == (28, 8 + 7 + 4, 3)
+    counts, (ready, healthy) = site_status("z", "Active", nodes)
+    assert (counts["gpus"], counts["gpusHealthy"], counts["nodesReady"]) == (36, 8 + 7 + 4, 3)
+    assert ready.message == "3/5 node(s) ready, 19 GPU(s) healthy; no agent has vouched for 1 node(s)"
+    assert healthy.message == "3/5 node(s) ready; no agent has vouched for 1 node(s)"
+
+
+def test_a_site_whose_nodes_no_agent_vouched_for_says_so() -> None:
+    counts, (ready, healthy) = site_status("z", "Active", [node("a", vouched=False), node("b", vouched=False)])
+    assert (counts["nodesReady"], counts["gpusHealthy"]) == (0, 0)
+    assert ready.message == "no agent has vouched for 2 node(s), and none of 2 node(s) is usable"
+    assert healthy.message == "only 0/2 node(s) ready; no agent has vouched for 2 node(s)"
 
 
 def test_node_summary_reads_the_healthy_gpu_count_annotation() -> None:
-    labels = {"topology.kubernetes.io/zone": "z"}
+    labels = {"topology.kubernetes.io/zone": "z", SITE_NODE_LABEL: "z"}
     status = {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}
     assert node_summary("n", labels, status, {}, {"gigafab.nl/gpus-healthy": "6"}).healthy_gpus == 6
     assert node_summary("n", labels, status, {}, {"gigafab.nl/gpus-healthy": "six"}).healthy_gpus is None
+
+
+def test_a_count_on_a_node_no_provisioner_labelled_for_a_site_is_no_vouching() -> None:
+    """A kubelet may set its own zone label and annotations, never the site label: it cannot vouch for itself."""
+    self_made = {"topology.kubernetes.io/zone": "z"}
+    status = {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}
+    summary = node_summary("rogue", self_made, status, {}, {"gigafab.nl/gpus-healthy": "8"})
+    assert not summary.vouched
+    counts, _ = site_status("z", "Active", [summary], site="z")
+    assert counts["gpusHealthy"] == 0
+
+
+def test_a_node_of_the_zone_labelled_for_another_site_counts_for_none() -> None:
+    status = {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}
+    vouched = {HEALTHY_GPUS: "8"}
+    own = node_summary("own", {"topology.kubernetes.io/zone": "z", SITE_NODE_LABEL: "niemeyer"}, status, {}, vouched)
+    other = node_summary("other", {"topology.kubernetes.io/zone": "z", SITE_NODE_LABEL: "de-halm"}, status, {}, vouched)
+    counts, (_, healthy) = site_status("z", "Active", [own, other], site="niemeyer")
+    assert (counts["nodes"], counts["nodesReady"], counts["gpusHealthy"]) == (2, 1, 8)
+    assert healthy.reason == "NotVouched"
 
 
 @pytest.mark.parametrize(

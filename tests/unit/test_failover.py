@@ -147,7 +147,14 @@ def test_a_moved_copy_is_created_held_and_tolerates_silence_until_its_node_has_f
 
 def waiting_indexes(healthy: int, pods: list[RunnerPod]) -> dict[str, Any]:
     """The operator's indexes for one workload of two replicas of 8 GPUs placed on site ``a`` at epoch 1."""
-    site = {"name": "a", "body": {"spec": {"lifecycle": "Active"}, "status": {"gpusHealthy": healthy}}}
+    healthy_condition = [{"type": "Healthy", "status": "True"}]
+    site = {
+        "name": "a",
+        "body": {
+            "spec": {"lifecycle": "Active", "jurisdiction": "NL"},
+            "status": {"gpusHealthy": healthy, "conditions": healthy_condition},
+        },
+    }
     return {
         "runner_pod_index": {("t", "wide"): pods},
         "workload_index": {"a": [(("t", "wide"), 1, 16)]},

@@ -134,7 +134,7 @@ def indexes(*placed: dict[str, Any], niemeyer_healthy: str = "True") -> dict[str
         "tenant_index": {TENANT: [TenantRecord(TENANT, "uid-umcg", 1, {"dataClass": "internal"}, {}, {})]},
         "site_index": {body["metadata"]["name"]: [{"name": body["metadata"]["name"], "body": body}] for body in sites},
         "node_index": {
-            zone: [NodeSummary(f"{zone}-gpu-{index:03}", zone, 8, ready=True) for index in range(2)]
+            zone: [NodeSummary(f"{zone}-gpu-{index:03}", zone, 8, ready=True, healthy_gpus=8) for index in range(2)]
             for zone in ("niemeyer", "de-halm")
         },
         "runner_pod_index": {},

@@ -17,14 +17,15 @@ def site_body(name: str, **spec: Any) -> dict[str, Any]:
 def test_site_views_count_free_gpus_per_usable_node_and_placed_power() -> None:
     nodes = {
         "z1": [
-            NodeSummary("a", "z1", 8, True),
+            NodeSummary("a", "z1", 8, True, healthy_gpus=8),
             NodeSummary("b", "z1", 8, True, healthy_gpus=6),
-            NodeSummary("c", "z1", 8, False),  # lost: nothing free
-            NodeSummary("d", "z1", 8, True, gpu_watts=1000),
+            NodeSummary("c", "z1", 8, False, healthy_gpus=8),  # lost: nothing free
+            NodeSummary("d", "z1", 8, True, gpu_watts=1000, healthy_gpus=8),
+            NodeSummary("e", "z1", 8, True),  # no agent has vouched for it: nothing free
         ]
     }
     (view,) = site_views([site_body("one", zone="z1", powerCapKW=50)], nodes, {"a": 8, "d": 2}, {"one": 10})
-    assert view.free_gpus == {6: 2}  # b: 6 healthy; d: 8 - 2 in use; a full, c lost
+    assert view.free_gpus == {6: 2}  # b: 6 healthy; d: 8 - 2 in use; a full, c lost, e unvouched
     assert view.gpu_watts == 1000  # the hungriest node's label
     assert (view.power_limit_kw, view.placed_power_kw) == (50.0, 10.0)
     assert view.healthy
@@ -34,7 +35,7 @@ def test_site_views_count_free_gpus_per_usable_node_and_placed_power() -> None:
 def test_a_site_without_a_healthy_condition_is_not_healthy_and_zone_defaults_to_name() -> None:
     body = site_body("two")
     body["status"] = {}
-    (view,) = site_views([body], {"two": [NodeSummary("a", "two", 4, True)]}, {}, {})
+    (view,) = site_views([body], {"two": [NodeSummary("a", "two", 4, True, healthy_gpus=4)]}, {}, {})
     assert not view.healthy
     assert view.free_gpus == {4: 1}
 

@@ -73,6 +73,13 @@ class OperatorMetrics:
             ["site"],
             registry=registry,
         )
+        self.health_records_refused = Counter(
+            "gigafab_health_records_refused",
+            "Health records in etcd the operator did not apply, by why (malformed, key_mismatch, unknown_node, "
+            "unlabelled_node, node_of_another_site).",
+            ["reason"],
+            registry=registry,
+        )
 
 
 class GatewayCounts(Protocol):

@@ -92,6 +92,23 @@ class SiteSpec(ApiModel):
         return min(self.power_budget_kw, self.power_cap_kw)
 
 
+class HealthGatewayStatus(ApiModel):
+    """The terms the site's health gateway announced in etcd, kept where a restarted operator reads them."""
+
+    fence_after_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds without contact after which the site's agents stop their work (the gateway's "
+        "fenceAfter). An operator that starts while the site has no gateway waits this long, plus a margin, "
+        "before it starts the site's work elsewhere.",
+    )
+    lease_ttl_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds the gateway's etcd lease lives without being refreshed.",
+    )
+
+
 class SiteStatus(ApiModel):
     """Observed state of a Site, written by the operator."""
 
@@ -108,16 +125,25 @@ class SiteStatus(ApiModel):
     nodes_ready: int | None = Field(
         default=None,
         ge=0,
-        description="Nodes of the zone whose Ready condition is True.",
+        description="Nodes of the zone whose Ready condition is True, that the health plane does not report "
+        "Failed or Silent, and for which a health agent has vouched.",
     )
     gpus: int | None = Field(default=None, ge=0, description="GPUs allocatable on the site's nodes.")
-    gpus_healthy: int | None = Field(default=None, ge=0, description="GPUs on ready nodes that report healthy.")
+    gpus_healthy: int | None = Field(
+        default=None,
+        ge=0,
+        description="GPUs the health agents report Healthy on the site's ready nodes; a node no agent has vouched for adds none.",
+    )
     power_draw_kw: float | None = Field(
         default=None,
         alias="powerDrawKW",
         ge=0,
         description="Power in kW of the GPUs placed on the site (GPUs times watts per GPU); "
         "kept within min(powerBudgetKW, powerCapKW).",
+    )
+    health_gateway: HealthGatewayStatus | None = Field(
+        default=None,
+        description="The terms the site's health gateway last announced, as the operator keeps them.",
     )
     conditions: Conditions = conditions_field("Observations of the site's state, such as Ready.")
 
