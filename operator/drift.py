@@ -17,7 +17,7 @@ from gigafab.operator import audit, telemetry
 from gigafab.operator.kube import namespace_path
 from gigafab.operator.quantity import quantity
 from gigafab.operator.state import Client, View
-from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest, desired_objects
+from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest
 from pydantic import ValidationError
 
 from gigafab.api.v1alpha1.tenant import TenantSpec
@@ -66,7 +66,7 @@ def counterpart(kind: str, name: str, namespace: str | None, tenant: str, view: 
         return None
     if any(c.get("type") == "Ready" and c.get("reason") in HANDS_OFF for c in record.status.get("conditions") or []):
         return None  # a tenant with a problem is left untouched until it is solved
-    plan = desired_objects(tenant, spec, view.destination_map(list(spec.egress)))
+    plan = view.plan(tenant, spec)
     for manifest in plan.objects:
         meta = manifest["metadata"]
         if manifest["kind"] == kind and meta["name"] == name and meta.get("namespace") == namespace:
