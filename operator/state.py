@@ -18,7 +18,8 @@ import kopf
 from gigafab.operator.jurisdiction import Declared, judge
 from gigafab.operator.kube import Kube
 from gigafab.operator.sovereignty import Lawful, lawful_sites, site_view
-from gigafab.operator.tenancy import Destination, TenantObjects, desired_objects
+from gigafab.operator.tenancy import Destination, TenantObjects, desired_objects, namespaces_of
+from gigafab.operator.tenant_checks import Problem, find_problems
 
 from gigafab.api.v1alpha1.tenant import TenantSpec
 
@@ -129,6 +130,17 @@ class View:
             self.destination_map(list(spec.egress)),
             lawful_sites=self.lawful(name, spec).sites,
             cluster_networks=cluster_networks(),
+        )
+
+    def problems(self, name: str, spec: TenantSpec) -> list[Problem]:
+        """Every reason not to reconcile tenant ``name`` now (``tenant_checks.find_problems``)."""
+        namespaces = namespaces_of(name, spec)
+        return find_problems(
+            name,
+            spec,
+            namespace_owners=self.owners(namespaces),
+            destinations=self.destination_map(list(spec.egress)),
+            quota_used=self.quota_used(namespaces),
         )
 
     def carried_sites(self, namespace: str) -> str | None:

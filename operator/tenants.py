@@ -23,14 +23,14 @@ from typing import Any
 
 import kopf
 from gigafab.operator import audit, conditions, telemetry
-from gigafab.operator.drift import HANDS_OFF
+from gigafab.operator.drift import held
 from gigafab.operator.indexes import gpus_used
 from gigafab.operator.kube import Kube, collection_path, namespace_path, object_path
 from gigafab.operator.revocation import narrowed_sites, revocations
 from gigafab.operator.sovereignty import Lawful, no_lawful_site
 from gigafab.operator.state import Client, TenantRecord, View, custom_path
 from gigafab.operator.tenancy import BOUNDARY, MANAGED_BY, TENANT_LABEL, TenantObjects, namespaces_of
-from gigafab.operator.tenant_checks import Problem, find_problems, removal_blockers
+from gigafab.operator.tenant_checks import Problem, removal_blockers
 from pydantic import ValidationError
 
 from gigafab.api.labels import LAWFUL_SITES_ANNOTATION
@@ -62,13 +62,7 @@ def reconcile(record: TenantRecord, view: View, kube: Kube) -> bool:
     namespaces = namespaces_of(record.name, spec)
     lawful = view.lawful(record.name, spec)
     plan = view.plan(record.name, spec)
-    problems = find_problems(
-        record.name,
-        spec,
-        namespace_owners=view.owners(namespaces),
-        destinations=view.destination_map(list(spec.egress)),
-        quota_used=view.quota_used(namespaces),
-    )
+    problems = view.problems(record.name, spec)
     if problems:
         _revoke(record, view, kube, plan, lawful, problems[0])
         return _not_ready(record, kube, problems[0], namespaces, problems)
@@ -296,7 +290,7 @@ def _sites_stale(record: TenantRecord, view: View) -> bool:
     except ValidationError:
         return False
     lawful = view.lawful(record.name, spec)
-    frozen = any(c.get("type") == "Ready" and c.get("reason") in HANDS_OFF for c in record.status.get("conditions") or [])
+    frozen = held(record, spec, view)
     for namespace in view.namespaces_of_tenant(record.name):
         carried = view.carried_sites(namespace)
         if carried != (narrowed_sites(carried, lawful.sites) if frozen else lawful.annotation):
