@@ -16,7 +16,7 @@ while there is none.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,8 +77,3 @@ def no_lawful_site(tenant: str, spec: TenantSpec, lawful: Lawful) -> str:
         f"no site may hold {spec.data_class} data of tenant {tenant}, so its pods are refused ({why}); "
         "a platform engineer must certify or activate an EU site for it, or change the tenant's allowedSites"
     )
-
-
-def unpinned(names: Sequence[str], lawful: Lawful) -> list[str]:
-    """Of ``names`` (sites in a namespace's annotation), those no longer lawful: what a change takes away."""
-    return [name for name in names if name not in lawful.sites]

@@ -103,7 +103,8 @@ def test_an_open_problem_does_not_delay_revocation(kubectl: Kubectl, unique: str
     loses its RoleBinding, a viewer role left empty loses its binding, and a deleted destination leaves the
     boundary policy at once; a member added meanwhile gets nothing yet."""
     store, registry = f"{unique}-store", f"{unique}-registry"
-    kubectl.apply(destination(store, "NL", "192.0.2.0/27"), destination(registry, "DE", "198.51.100.0/27"))
+    # ranges no other test of the session uses: test_netpol_analysis reads every NetworkPolicy of the plane
+    kubectl.apply(destination(store, "NL", "100.65.1.0/27"), destination(registry, "DE", "100.65.2.0/27"))
     members = [{"name": "ann", "role": "member"}, {"name": "bob", "role": "member"}, {"name": "vic", "role": "viewer"}]
     kubectl.apply(tenant(unique, quota={"gpus": 4}, members=members, egress=[store, registry]))
     ready(kubectl, unique)
@@ -121,7 +122,7 @@ def test_an_open_problem_does_not_delay_revocation(kubectl: Kubectl, unique: str
         assert [s["name"] for s in bindings["gigafab-member"]["subjects"]] == ["ann"], "bob removed, eve not added yet"
         policy = kubectl.get("networkpolicy", "gigafab-tenant-boundary", "-n", unique)["spec"]
         assert [peer["ipBlock"]["cidr"] for rule in policy["egress"] for peer in rule["to"] if "ipBlock" in peer] == [
-            "192.0.2.0/27"
+            "100.65.1.0/27"
         ]
 
     eventually(revoked)
