@@ -52,12 +52,13 @@ def _rejudge_others(changed: str, view: View, verdicts: dict[str, conditions.Con
         status = found.get("status") or {}
         generation = int(found["metadata"].get("generation") or 0)
         merged = conditions.merge(status.get("conditions"), [verdict], generation)
-        if status.get("conditions") != merged:
-            Client.get().merge_patch(
-                custom_path("egressdestinations", name, subresource="status"),
-                {"status": {"observedGeneration": generation, "conditions": merged}},
-            )
-            audit.verdict(found, verdict.status, reason=verdict.reason, message=f"{verdict.message} (after {changed} changed)")
+        if status.get("conditions") == merged:
+            continue  # the index had not seen the last write yet
+        Client.get().merge_patch(
+            custom_path("egressdestinations", name, subresource="status"),
+            {"status": {"observedGeneration": generation, "conditions": merged}},
+        )
+        audit.verdict(found, verdict.status, reason=verdict.reason, message=f"{verdict.message} (after {changed} changed)")
         _refresh_tenants(name, view)
 
 
