@@ -75,12 +75,12 @@ def pins(pod: dict[str, Any]) -> list[list[str]]:
 
 def test_a_health_tenants_pod_aimed_at_an_uncertified_site_is_never_scheduled(kubectl: Kubectl, clinic: str) -> None:
     """The audit's repro: a member's CPU-only pod with a nodeSelector for de-halm (not certified for health data)."""
-    assert carried(kubectl, clinic) == "niemeyer"
     kubectl.create(aimed("to-de-halm", clinic, "de-halm"), as_user=MEMBER)
     kubectl.create(aimed("anywhere", clinic), as_user=MEMBER)
     eventually(lambda: unschedulable(kubectl, clinic, "to-de-halm"))
     assert eventually(lambda: site_of(kubectl, clinic, "anywhere")) == "niemeyer"
     assert pins(kubectl.get("pod", "anywhere", "-n", clinic)) == [["niemeyer"]]
+    assert carried(kubectl, clinic) == "niemeyer"
 
 
 @contextmanager
