@@ -14,10 +14,11 @@ from typing import Any
 
 import kopf
 from gigafab.operator import audit, telemetry
-from gigafab.operator.kube import namespace_path
+from gigafab.operator.kube import namespace_path, object_path
 from gigafab.operator.quantity import quantity
-from gigafab.operator.state import Client, View
-from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest, desired_objects
+from gigafab.operator.revocation import narrowed_binding, narrowed_boundary
+from gigafab.operator.state import Client, TenantRecord, View
+from gigafab.operator.tenancy import MANAGED_BY, TENANT_LABEL, Manifest
 from pydantic import ValidationError
 
 from gigafab.api.v1alpha1.tenant import TenantSpec
@@ -56,18 +57,16 @@ def _essence(manifest: Manifest) -> dict[str, Any]:
     return {key: value for key, value in manifest.items() if key not in ("apiVersion", "kind")}
 
 
-def counterpart(kind: str, name: str, namespace: str | None, tenant: str, view: View) -> Manifest | None:
-    record = view.tenant(tenant)
-    if record is None or record.deleting:
-        return None
-    try:
-        spec = TenantSpec.model_validate(dict(record.spec))
-    except ValidationError:
-        return None
-    if any(c.get("type") == "Ready" and c.get("reason") in HANDS_OFF for c in record.status.get("conditions") or []):
-        return None  # a tenant with a problem is left untouched until it is solved
-    plan = desired_objects(tenant, spec, view.destination_map(list(spec.egress)))
-    for manifest in plan.objects:
+def held(record: TenantRecord, spec: TenantSpec, view: View) -> bool:
+    """Whether a problem holds the tenant: its status says so, or the problem is there already (its status
+    may trail the object that changed, and drift must not grant what the tenant's reconcile holds back)."""
+    said = any(c.get("type") == "Ready" and c.get("reason") in HANDS_OFF for c in record.status.get("conditions") or [])
+    return said or bool(view.problems(record.name, spec))
+
+
+def counterpart(kind: str, name: str, namespace: str | None, spec: TenantSpec, tenant: str, view: View) -> Manifest | None:
+    """The object of ``kind`` named so that the tenant wants now, or None."""
+    for manifest in view.plan(tenant, spec).objects:
         meta = manifest["metadata"]
         if manifest["kind"] == kind and meta["name"] == name and meta.get("namespace") == namespace:
             return manifest
@@ -81,29 +80,62 @@ def _namespace_active(namespace: str | None) -> bool:
     return found is not None and not found["metadata"].get("deletionTimestamp")
 
 
+def _tenant_of(body: kopf.Body, view: View) -> tuple[TenantRecord, TenantSpec] | None:
+    tenant = (body["metadata"].get("labels") or {}).get(TENANT_LABEL)
+    record = view.tenant(tenant) if tenant else None
+    if record is None or record.deleting:
+        return None
+    try:
+        return record, TenantSpec.model_validate(dict(record.spec))
+    except ValidationError:
+        return None
+
+
 def repair(event: Mapping[str, Any], body: kopf.Body, kind: str, view: View) -> None:
+    found = _tenant_of(body, view)
+    if found is None:
+        return
+    record, spec = found
     meta = body["metadata"]
-    tenant = (meta.get("labels") or {}).get(TENANT_LABEL)
-    if not tenant:
-        return
-    desired = counterpart(kind, meta["name"], meta.get("namespace"), tenant, view)
-    if desired is None:
-        return
+    desired = counterpart(kind, meta["name"], meta.get("namespace"), spec, record.name, view)
     gone = event.get("type") == "DELETED"
-    if not gone and covers(dict(body), _essence(desired)):
+    if held(record, spec, view):
+        if not gone:
+            _narrow(dict(body), kind, desired, record)  # a tenant with a problem gets nothing new, loses what it lost
+        return
+    if desired is None or (not gone and covers(dict(body), _essence(desired))):
         return
     if gone and kind == "Namespace":
         return  # a deleted namespace is the tenant handler's decision, not drift
     if gone and not _namespace_active(meta.get("namespace")):
         return  # its namespace is going away with everything in it
     Client.get().apply(desired)
-    record = view.tenant(tenant)
     what = f"{kind} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " ")
-    log.info("repaired drift of %s (tenant %s, %s)", what, tenant, "deleted" if gone else "edited")
-    if record is not None:
-        audit.normal(
-            record.reference(), reason="DriftRepaired", message=f"{what} was {'deleted' if gone else 'edited'} by hand; put back"
-        )
+    how = "deleted" if gone else "edited"
+    log.info("repaired drift of %s (tenant %s, %s)", what, record.name, how)
+    audit.normal(record.reference(), reason="DriftRepaired", message=f"{what} was {how} by hand; put back")
+
+
+def _narrow(observed: dict[str, Any], kind: str, desired: Manifest | None, record: TenantRecord) -> None:
+    """Under a problem: a RoleBinding or the boundary policy narrowed to what the tenant still grants."""
+    meta = observed["metadata"]
+    what = f"{kind} {meta.get('namespace', '')}/{meta['name']}"
+    if kind == "RoleBinding":
+        narrowed = narrowed_binding(observed, desired)
+        if narrowed is None:
+            Client.get().delete(object_path({**observed, "apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind}))
+        elif narrowed["subjects"] != observed.get("subjects"):
+            Client.get().apply(narrowed)
+        else:
+            return
+    elif kind == "NetworkPolicy" and desired is not None and desired["spec"].get("egress") is not None:
+        policy = narrowed_boundary(observed, desired)
+        if policy["spec"] == observed.get("spec"):
+            return
+        Client.get().apply(policy)
+    else:
+        return
+    audit.normal(record.reference(), reason="AccessRevoked", message=f"{what} narrowed to what the tenant still grants")
 
 
 def _register() -> None:

@@ -24,6 +24,8 @@ _PATHS = {
     ("v1", "ResourceQuota"): "/api/v1/namespaces/{namespace}/resourcequotas",
     ("v1", "LimitRange"): "/api/v1/namespaces/{namespace}/limitranges",
     ("v1", "Pod"): "/api/v1/namespaces/{namespace}/pods",
+    ("v1", "PersistentVolumeClaim"): "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+    ("gigafab.nl/v1alpha1", "GpuWorkload"): "/apis/gigafab.nl/v1alpha1/namespaces/{namespace}/gpuworkloads",
     ("v1", "Event"): "/api/v1/namespaces/{namespace}/events",
     ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{namespace}/deployments",
     ("networking.k8s.io/v1", "NetworkPolicy"): "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",

@@ -19,7 +19,7 @@ from gigafab.operator import (  # noqa: F401 - registers handlers
     tenants,
     workloads,
 )
-from gigafab.operator.state import Client
+from gigafab.operator.state import Client, cluster_networks
 
 from gigafab.telemetry import tracing
 from gigafab.telemetry.metrics import serve
@@ -47,6 +47,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = "gigafab.nl/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gigafab.nl")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="gigafab.nl", key="last-handled-configuration")
+    cluster_networks()  # a bad $GIGAFAB_CLUSTER_NETWORKS stops the operator here, saying what to fix
     Client.get()
 
 

@@ -167,6 +167,22 @@ _CHECKS = (
 )
 
 
+SOVEREIGNTY = frozenset({Rule.OUTSIDE_EU, Rule.NOT_CERTIFIED, Rule.NOT_ALLOWED, Rule.NOT_ACTIVE})
+"""The rules on whether a site may hold the data at all, whatever its health, room or power: the first four.
+They also pin every pod of a tenant, not only its GpuWorkloads (operator/sovereignty.py)."""
+
+
+def unlawful(site: SiteView, data_class: str, tenant: TenantView) -> Verdict | None:
+    """The first sovereignty rule ``site`` fails for ``tenant``'s data of ``data_class``, or None when it may hold it."""
+    work = WorkloadView(name="", gpus=1, replicas=1, data_class=data_class)
+    for rule, check in _CHECKS:
+        if rule in SOVEREIGNTY:
+            reason = check(site, work, tenant)
+            if reason is not None:
+                return Verdict(site.name, rule, reason)
+    return None
+
+
 def judge(site: SiteView, workload: WorkloadView, tenant: TenantView) -> Verdict:
     """The first hard rule ``site`` fails for this workload, or FITS with its headroom."""
     for rule, check in _CHECKS:

@@ -1,11 +1,13 @@
 """What a Tenant owns, as a pure function: namespaces, quotas, access, boundaries, its queue.
 
-``desired_objects`` turns a Tenant (and the EgressDestinations it names) into the
-Kubernetes objects of each of its namespaces. The handlers only apply the result.
+``desired_objects`` turns a Tenant (the EgressDestinations it names, the sites where its
+pods may run and the cluster's own networks) into the Kubernetes objects of each of its
+namespaces. The handlers only apply the result.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
@@ -14,6 +16,7 @@ from typing import Any
 from gigafab.operator.quantity import quantity
 from gigafab.operator.queues import local_queue
 
+from gigafab.api.labels import LAWFUL_SITES_ANNOTATION
 from gigafab.api.v1alpha1.tenant import TenantSpec
 
 TENANT_LABEL = "gigafab.nl/tenant"
@@ -43,6 +46,8 @@ class Destination:
     accepted: bool
     cidrs: tuple[str, ...]
     ports: tuple[tuple[int, str], ...] = ()
+    refusal: str = ""
+    """When not accepted: the reason (OutsideEU, OverlapsNonEU, ...), for the tenant's Egress condition."""
 
 
 @dataclass
@@ -62,8 +67,19 @@ def labels_for(name: str, spec: TenantSpec) -> dict[str, str]:
     return {**MANAGED_BY, TENANT_LABEL: name, TRACK_LABEL: spec.track, DATA_CLASS_LABEL: spec.data_class}
 
 
-def desired_objects(name: str, spec: TenantSpec, destinations: Mapping[str, Destination]) -> TenantObjects:
-    """The objects of every namespace of tenant ``name``; unknown destinations are skipped."""
+def desired_objects(
+    name: str,
+    spec: TenantSpec,
+    destinations: Mapping[str, Destination],
+    *,
+    lawful_sites: Sequence[str] = (),
+    cluster_networks: Sequence[str] = (),
+) -> TenantObjects:
+    """The objects of every namespace of tenant ``name``; unknown destinations are skipped.
+
+    ``lawful_sites``: where the tenant's pods may run (operator/sovereignty.py), written on each namespace;
+    ``cluster_networks``: the cluster's own pod, service and node networks, never reachable through an
+    EgressDestination (they go into the ``except`` of each ipBlock that contains them)."""
     namespaces = namespaces_of(name, spec)
     allowed = [destinations[d] for d in spec.egress if d in destinations and destinations[d].accepted]
     result = TenantObjects(
@@ -71,16 +87,26 @@ def desired_objects(name: str, spec: TenantSpec, destinations: Mapping[str, Dest
     )
     labels = labels_for(name, spec)
     for index, namespace in enumerate(namespaces):
-        result.objects.append(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": {**labels, **POD_SECURITY}}}
-        )
+        result.objects.append(_namespace(namespace, labels, lawful_sites))
         result.objects.append(_quota(namespace, labels, spec, index, len(namespaces)))
         result.objects.append(_limit_range(namespace, labels))
         result.objects.extend(_role_bindings(namespace, labels, spec))
         result.objects.append(_default_deny(namespace, labels))
-        result.objects.append(_boundary(namespace, labels, name, allowed))
+        result.objects.append(_boundary(namespace, labels, name, allowed, cluster_networks))
         result.objects.append(local_queue(namespace, str(spec.track), labels))
     return result
+
+
+def _namespace(namespace: str, labels: Mapping[str, str], lawful_sites: Sequence[str]) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": namespace,
+            "labels": {**labels, **POD_SECURITY},
+            "annotations": {LAWFUL_SITES_ANNOTATION: ",".join(sorted(lawful_sites))},
+        },
+    }
 
 
 def share(total: Decimal, parts: int, index: int, unit: Decimal = Decimal(1)) -> Decimal:
@@ -179,7 +205,9 @@ def _default_deny(namespace: str, labels: Mapping[str, str]) -> Manifest:
     }
 
 
-def _boundary(namespace: str, labels: Mapping[str, str], tenant: str, allowed: Sequence[Destination]) -> Manifest:
+def _boundary(
+    namespace: str, labels: Mapping[str, str], tenant: str, allowed: Sequence[Destination], cluster_networks: Sequence[str]
+) -> Manifest:
     own = {"namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant}}}
     dns = {
         "to": [
@@ -192,7 +220,10 @@ def _boundary(namespace: str, labels: Mapping[str, str], tenant: str, allowed: S
     }
     egress: list[dict[str, Any]] = [{"to": [own]}, dns]
     for destination in sorted(allowed, key=lambda d: d.name):
-        rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": cidr}} for cidr in destination.cidrs]}
+        blocks = ip_blocks(destination.cidrs, cluster_networks)
+        if not blocks:
+            continue  # a rule with no peer would allow every address: a destination wholly inside the cluster gets none
+        rule: dict[str, Any] = {"to": [{"ipBlock": block} for block in blocks]}
         if destination.ports:
             rule["ports"] = [{"protocol": protocol, "port": port} for port, protocol in destination.ports]
         egress.append(rule)
@@ -202,3 +233,22 @@ def _boundary(namespace: str, labels: Mapping[str, str], tenant: str, allowed: S
         "metadata": _meta(BOUNDARY, namespace, labels),
         "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{"from": [own]}], "egress": egress},
     }
+
+
+def ip_blocks(cidrs: Sequence[str], cluster_networks: Sequence[str]) -> list[dict[str, Any]]:
+    """The ipBlocks of a destination's ``cidrs`` with the cluster's own networks taken out.
+
+    A cluster network inside a CIDR goes into its ``except``; a CIDR inside a cluster network (or equal to
+    one) is left out whole, since an ipBlock may only except strict subsets of itself."""
+    own = [ipaddress.ip_network(network, strict=False) for network in cluster_networks]
+    blocks = []
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr, strict=False)
+        meeting = [other for other in own if other.version == network.version and other.overlaps(network)]
+        if any(network.subnet_of(other) for other in meeting):  # type: ignore[arg-type]
+            continue
+        block: dict[str, Any] = {"cidr": cidr}
+        if meeting:
+            block["except"] = sorted({str(other) for other in meeting})
+        blocks.append(block)
+    return blocks

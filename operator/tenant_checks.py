@@ -7,8 +7,9 @@ is created or changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gigafab.operator.quantity import quantity
 from gigafab.operator.tenancy import Destination, namespaces_of, quota_hard
@@ -17,6 +18,12 @@ from gigafab.api.v1alpha1.tenant import TenantSpec
 
 ABSENT = None
 """Marks a namespace that does not exist yet."""
+FINISHED_POD_PHASES = frozenset({"Succeeded", "Failed"})
+FINISHED_WORKLOAD_PHASES = frozenset({"Failed"})
+"""A GpuWorkload in any other phase (Pending, Placed, Running, FailingOver; Pending also while suspended or
+queued) is work the tenant still wants: deleting its namespace would destroy it."""
+NAMED = 5
+"""Objects named in a blocking message before "and N more": enough to act on, short enough for an event."""
 
 
 @dataclass(frozen=True)
@@ -68,3 +75,32 @@ def find_problems(
                     )
                 )
     return problems
+
+
+def removal_blockers(
+    pods: Sequence[Mapping[str, Any]], claims: Sequence[Mapping[str, Any]], workloads: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """What deleting a namespace would destroy, in words: pods not finished, every PersistentVolumeClaim (its
+    volume may be deleted with it) and every GpuWorkload not Failed; empty when nothing is at stake."""
+    found = []
+    active = [pod for pod in pods if (pod.get("status") or {}).get("phase") not in FINISHED_POD_PHASES]
+    if active:
+        found.append(f"{len(active)} pod(s) running or pending")
+    if claims:
+        found.append(f"PersistentVolumeClaim(s) {_names(claims)}")
+    unfinished = [
+        workload
+        for workload in workloads
+        if (workload.get("status") or {}).get("phase", "Pending") not in FINISHED_WORKLOAD_PHASES
+    ]
+    if unfinished:
+        phases = {w["metadata"]["name"]: (w.get("status") or {}).get("phase", "Pending") for w in unfinished}
+        found.append(f"GpuWorkload(s) {_names(unfinished, phases)}")
+    return found
+
+
+def _names(items: Sequence[Mapping[str, Any]], detail: Mapping[str, str] | None = None) -> str:
+    names = sorted(item["metadata"]["name"] for item in items)
+    shown = [f"{name} ({detail[name]})" if detail else name for name in names[:NAMED]]
+    more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
+    return ", ".join(shown) + more

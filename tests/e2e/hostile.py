@@ -31,6 +31,7 @@ from gigafab.api.v1alpha1 import (
     Track,
 )
 from gigafab.api.v1alpha1.common import QUANTITY_PATTERN
+from gigafab.api.v1alpha1.egress import SHORTEST_IPV4_PREFIX, SHORTEST_IPV6_PREFIX
 
 Body = dict[str, Any]
 Path = tuple[str | int, ...]
@@ -226,7 +227,17 @@ def cidr(field: str) -> list[Violation]:
         st.from_regex(r"[a-z ]{1,20}(/[0-9]{1,2})?", fullmatch=True),
         st.sampled_from(["::ffff:192.0.2.0/120", "192.0.2.0/024", "192.0.2.0/ 24", "fe80::1%eth0/64"]),
     )
-    return [wrong_type(field, "string"), setting(field, "not a CIDR", bad), setting(field, "longer than 64", st.just("1" * 65))]
+    broad = st.one_of(
+        st.tuples(octet, st.integers(0, SHORTEST_IPV4_PREFIX - 1)).map(lambda v: f"{v[0]}.0.0.0/{v[1]}"),
+        st.integers(0, SHORTEST_IPV6_PREFIX - 1).map(lambda length: f"2001:db8::/{length}"),
+        st.sampled_from(["0.0.0.0/0", "::/0"]),
+    )
+    return [
+        wrong_type(field, "string"),
+        setting(field, "not a CIDR", bad),
+        setting(field, "longer than 64", st.just("1" * 65)),
+        setting(field, "broader than the shortest prefix (CEL)", broad),
+    ]
 
 
 def listing(field: str, fill: Callable[[int], Any], *, max_items: int, min_items: int = 0) -> list[Violation]:

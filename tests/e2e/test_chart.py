@@ -53,7 +53,12 @@ def installed(plane: Plane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathF
         "agent": {"tolerations": KWOK, "nodeSelector": {"nvidia.com/gpu.present": None, "type": "kwok"}, "runtimeClassName": ""},
         "signer": {"tolerations": KWOK},
         # the plane has them already (config/rbac, config/admission)
-        "rbac": {"createTenantRoles": False, "gpusThroughWorkloads": False, "operatorInTenantNamespaces": False},
+        "rbac": {
+            "createTenantRoles": False,
+            "gpusThroughWorkloads": False,
+            "operatorInTenantNamespaces": False,
+            "tenantBoundary": False,
+        },
     }
     path = Path(tmp_path_factory.mktemp("chart")) / "values.json"
     path.write_text(json.dumps(values))

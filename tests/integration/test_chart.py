@@ -128,23 +128,62 @@ def test_operator_runs_peered_with_its_rules_and_no_more() -> None:
     }
 
 
+TENANT_BOUNDARY = {
+    "gigafab-tenant-pods-on-lawful-sites",
+    "gigafab-tenant-pods",
+    "gigafab-workload-labels",
+    "gigafab-workload-data-class",
+}
+
+
 def test_admission_policies_name_the_release_operator() -> None:
-    """Both policies are the ones in config/admission/, with the chart's operator ServiceAccount in place of
+    """The policies are the ones in config/admission/, with the chart's operator ServiceAccount in place of
     the local plane's user; each can be left out."""
     documents = chart.render(namespace="platform")
     policies = by_kind(documents, "ValidatingAdmissionPolicy")
-    assert set(policies) == {"gigafab-gpus-through-workloads", "gigafab-operator-in-tenant-namespaces"}
+    assert set(policies) == {"gigafab-gpus-through-workloads", "gigafab-operator-in-tenant-namespaces", *TENANT_BOUNDARY}
     assert set(by_kind(documents, "ValidatingAdmissionPolicyBinding")) == set(policies)
+    assert set(by_kind(documents, "MutatingAdmissionPolicy")) == {"gigafab-tenant-pods-on-lawful-sites"}
+    assert set(by_kind(documents, "MutatingAdmissionPolicyBinding")) == {"gigafab-tenant-pods-on-lawful-sites"}
     operator = "'system:serviceaccount:platform:gigafab-operator'"
     confined = policies["gigafab-operator-in-tenant-namespaces"]["spec"]["matchConditions"]
     assert confined == [{"name": "written-by-the-operator", "expression": f"request.userInfo.username == {operator}"}]
     trusted = {v["name"]: v["expression"] for v in policies["gigafab-gpus-through-workloads"]["spec"]["variables"]}["trusted"]
     assert f"request.userInfo.username == {operator}" in trusted
     assert "'gigafab-operator'" not in json.dumps(documents)
-    without = chart.render("--set", "rbac.operatorInTenantNamespaces=false")
+    for name in ("gigafab-tenant-pods", "gigafab-workload-labels"):
+        conditions = json.dumps(policies[name]["spec"]["matchConditions"])
+        assert f"request.userInfo.username != {operator}" in conditions, name
+    without = chart.render("--set", "rbac.operatorInTenantNamespaces=false", "--set", "rbac.tenantBoundary=false")
     assert set(by_kind(without, "ValidatingAdmissionPolicy")) == {"gigafab-gpus-through-workloads"}
-    neither = chart.render("--set", "rbac.operatorInTenantNamespaces=false", "--set", "rbac.gpusThroughWorkloads=false")
+    assert by_kind(without, "MutatingAdmissionPolicy") == {}
+    neither = chart.render(
+        "--set",
+        "rbac.operatorInTenantNamespaces=false",
+        "--set",
+        "rbac.gpusThroughWorkloads=false",
+        "--set",
+        "rbac.tenantBoundary=false",
+    )
     assert by_kind(neither, "ValidatingAdmissionPolicy") == {}
+
+
+def test_tenant_priority_classes_and_cluster_networks_come_from_the_values() -> None:
+    """The allow-list of PriorityClasses becomes the policy's CEL list; the cluster's networks reach the operator."""
+    default = by_kind(chart.render(), "ValidatingAdmissionPolicy")["gigafab-tenant-pods"]
+    assert {v["name"]: v["expression"] for v in default["spec"]["variables"]}["allowedPriorityClasses"] == "[]"
+    documents = chart.render(
+        "--set-json",
+        'rbac.tenantPriorityClasses=["research-high","batch"]',
+        "--set-json",
+        'clusterNetworks=["10.244.0.0/16","fd00::/108"]',
+    )
+    policy = by_kind(documents, "ValidatingAdmissionPolicy")["gigafab-tenant-pods"]
+    allowed = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}["allowedPriorityClasses"]
+    assert allowed == '["research-high","batch"]'
+    operator = by_kind(documents, "Deployment")["gigafab-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "GIGAFAB_CLUSTER_NETWORKS", "value": "10.244.0.0/16,fd00::/108"} in operator["env"]
+    assert "env" not in by_kind(chart.render(), "Deployment")["gigafab-operator"]["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_only_the_agents_and_the_signer_get_an_api_token_and_each_only_its_rules() -> None:
@@ -191,6 +230,8 @@ def test_an_agent_pod_holds_nothing_of_another_node(options: tuple[str, ...]) ->
             "identity": {"name": "identity", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
             "health-ca": {"name": "health-ca", "configMap": {"name": "gigafab-health-ca", "optional": True}},
             "cri": {"name": "cri", "hostPath": {"path": "/run/containerd/containerd.sock", "type": "Socket"}},
+            # the node's own fence record (docs/health-plane.md), nothing of another node
+            "state": {"name": "state", "hostPath": {"path": "/var/lib/gigafab", "type": "DirectoryOrCreate"}},
         }
         container = by_kind(documents, "DaemonSet")[f"gigafab-agent-{site}"]["spec"]["template"]["spec"]["containers"][0]
         mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
@@ -251,6 +292,8 @@ def test_certificates_come_from_cert_manager_when_it_is_there() -> None:
         ("certificates.nodes.niemeyer=n1", "additional properties 'nodes' not allowed"),
         ("certificates.issuerRef.name=ca", "additional properties 'issuerRef' not allowed"),
         ("agent.certificateSeconds=60", "at '/agent/certificateSeconds'"),
+        ("rbac.tenantPriorityClasses={a'b}", "at '/rbac/tenantPriorityClasses/0'"),
+        ("clusterNetworks={everything}", "at '/clusterNetworks/0'"),
     ],
 )
 def test_bad_values_are_refused_with_the_field(option: str, message: str) -> None:

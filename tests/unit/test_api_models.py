@@ -262,7 +262,7 @@ def test_egress_destination_parses_sample() -> None:
     assert egress.status.conditions == []
 
 
-@pytest.mark.parametrize("cidr", ["10.0.0.0/8", "192.0.2.1/24", "0.0.0.0/0", "2001:db8::/32", "::/0"])
+@pytest.mark.parametrize("cidr", ["10.0.0.0/16", "192.0.2.1/24", "198.51.100.7/32", "2001:db8::/32", "2001:db8::/128"])
 def test_egress_accepts_cidrs(cidr: str) -> None:
     assert EgressDestinationSpec.from_body(with_changes(EGRESS_SPEC, cidrs=[cidr])).cidrs == [cidr]
 
@@ -279,7 +279,12 @@ def test_egress_accepts_cidrs(cidr: str) -> None:
         ({"cidrs": ["example.org/24"]}, "must be a CIDR"),
         ({"cidrs": ["::ffff:192.0.2.0/120"]}, "must be a CIDR"),
         ({"cidrs": ["fe80::1%eth0/64"]}, "must be a CIDR"),
-        ({"cidrs": ["10.0.0.0/8", "10.0.0.0/8"]}, "duplicate"),
+        ({"cidrs": ["10.0.0.0/16", "10.0.0.0/16"]}, "duplicate"),
+        ({"cidrs": ["0.0.0.0/0"]}, "no broader than /16"),
+        ({"cidrs": ["10.0.0.0/8"]}, "no broader than /16"),
+        ({"cidrs": ["192.0.2.0/24", "10.0.0.0/15"]}, "no broader than /16"),
+        ({"cidrs": ["::/0"]}, "or /32"),
+        ({"cidrs": ["2001:db8::/31"]}, "or /32"),
         ({"jurisdiction": "EU"}, "ISO 3166-1 alpha-2"),
         ({"ports": [{"port": 0}]}, "port"),
         ({"ports": [{"port": 65536}]}, "port"),

@@ -28,6 +28,10 @@ CEL_FUNCTIONS = {
     "startsWith",
     "type",
     "isCIDR",
+    "cidr",  # Kubernetes CIDR library: cidr(s).prefixLength(), .ip().family()
+    "prefixLength",
+    "ip",
+    "family",
     "isQuantity",
     "map",  # CEL macro
     "sum",  # Kubernetes list library (the apiserver accepts it: tests/e2e/test_api.py)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from gigafab.operator.conditions import Condition, merge
 from gigafab.operator.drift import covers
-from gigafab.operator.jurisdiction import egress_acceptance
+from gigafab.operator.jurisdiction import Declared, egress_acceptance, judge_all
 from gigafab.operator.site_health import HEALTHY_GPUS, NodeSummary, node_summary, site_status
 
 from gigafab.api.labels import SITE_NODE_LABEL
@@ -140,3 +140,41 @@ def test_covers(observed: object, desired: object, same: bool) -> None:
 def test_a_site_whose_gateway_is_lost_is_not_healthy_whatever_its_nodes_last_said() -> None:
     _, (_, health) = site_status("z", "Active", [NodeSummary("n", "z", 8, True)], gateway_lost=True)
     assert (health.status, health.reason) == (False, "GatewayLost")
+
+
+def declared(name: str, jurisdiction: str, *cidrs: str, invalid: str = "") -> Declared:
+    return Declared(name, jurisdiction, tuple(cidrs), invalid=invalid)
+
+
+def test_an_eu_claim_on_a_range_a_non_eu_destination_claims_is_refused_naming_it() -> None:
+    """One network is under one jurisdiction: the EU claim gives way, so no tenant reaches the range (the non-EU one
+    is refused anyway); a disjoint EU destination is unaffected, and so is an overlap between two EU claims."""
+    everyone = {
+        "nl-store": declared("nl-store", "NL", "203.0.0.0/16"),
+        "us-bucket": declared("us-bucket", "US", "203.0.113.0/24"),
+        "de-registry": declared("de-registry", "DE", "198.51.100.0/24", "203.0.113.128/25"),
+        "fr-archive": declared("fr-archive", "FR", "192.0.2.0/24"),
+        "be-mirror": declared("be-mirror", "BE", "192.0.2.0/25"),
+    }
+    verdicts = judge_all(everyone)
+    assert {name: (v.status, v.reason) for name, v in verdicts.items()} == {
+        "nl-store": (False, "OverlapsNonEU"),
+        "us-bucket": (False, "OutsideEU"),
+        "de-registry": (False, "OverlapsNonEU"),
+        "fr-archive": (True, "EUJurisdiction"),
+        "be-mirror": (True, "EUJurisdiction"),
+    }
+    assert "us-bucket: 203.0.0.0/16 and 203.0.113.0/24" in verdicts["nl-store"].message
+    assert "203.0.113.128/25 and 203.0.113.0/24" in verdicts["de-registry"].message
+
+
+def test_an_overlap_across_families_or_with_an_unreadable_destination_is_none() -> None:
+    everyone = {
+        "nl": declared("nl", "NL", "2001:db8::/32"),
+        "us": declared("us", "US", "192.0.2.0/24"),
+        "broken": declared("broken", "US", invalid="spec.cidrs.0: too broad"),
+    }
+    verdicts = judge_all(everyone)
+    assert verdicts["nl"].status is True
+    assert (verdicts["broken"].status, verdicts["broken"].reason) == (False, "InvalidSpec")
+    assert "spec.cidrs.0: too broad" in verdicts["broken"].message

@@ -16,3 +16,10 @@ admission plugin refuses any label under ``node-restriction.kubernetes.io/`` tha
 its own Node, so a compromised node cannot claim to stand in a certified site: tenant pods are pinned
 to their lawful sites by this label, and a health record is believed only for a Node of the record's
 site by this label."""
+
+LAWFUL_SITES_ANNOTATION = "gigafab.nl/lawful-sites"
+"""On a tenant's Namespace: the Sites (names, comma-separated, sorted) where the tenant's pods may run;
+empty when none may. The operator writes it (operator/sovereignty.py) and keeps it current as Sites and
+the Tenant change; no tenant role may change a Namespace. The admission policy
+``gigafab-tenant-pods-on-lawful-sites`` (config/admission/) reads it to pin every pod of the namespace
+to nodes whose ``SITE_NODE_LABEL`` names one of these sites."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import sys
 import urllib.error
@@ -9,11 +10,14 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gigafab.local.layout import Layout
+from gigafab.local import sitenet
+from gigafab.local.layout import SITES, Layout
 from gigafab.local.pki import Pair
 from gigafab.local.processes import Component
 
 SERVICE_CIDR = "10.0.0.0/24"
+POD_CIDR = "10.0.0.0/24"
+"""kwok's ``--cidr``: the addresses it gives the fake nodes' pods (and, with ``--node-ip``, the node)."""
 # Collect garbage less often: on two cores the apiserver's GC is a large share of its
 # CPU, and a local plane has memory to spare.
 GO_RUNTIME = {"GOGC": "400"}
@@ -83,6 +87,9 @@ def apiserver(layout: Layout, serving: Pair, admin: Pair, sa_key: Path) -> Compo
             f"--tls-private-key-file={serving.key}",
             f"--client-ca-file={pki / 'ca.crt'}",
             "--authorization-mode=Node,RBAC",
+            # kubelets may not set node-restriction.kubernetes.io/ labels on their own Node: the Site of a node
+            # (SITE_NODE_LABEL), which tenant pods are pinned by, is the provisioner's word, not the node's
+            "--enable-admission-plugins=NodeRestriction",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -152,7 +159,7 @@ def kwok(layout: Layout, stages: Path) -> Component:
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--manage-nodes-with-label-selector=",
             "--manage-single-node=",
-            "--cidr=10.0.0.0/24",
+            f"--cidr={POD_CIDR}",
             "--node-ip=10.0.0.1",
             "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{layout.ports.kwok}",
@@ -164,6 +171,14 @@ def kwok(layout: Layout, stages: Path) -> Component:
 def operator_metrics_url(layout: Layout) -> str:
     """Where the operator of the local plane serves its metrics."""
     return f"http://127.0.0.1:{layout.ports.operator_metrics}/metrics"
+
+
+def cluster_networks(layout: Layout) -> list[str]:
+    """The plane's own networks, kept out of every tenant's egress: pods, services (the node is in the pods'
+    range) and each site's link to the host, where etcd listens for the site's gateway."""
+    hosts = [sitenet.site_net(site, layout.ports.gateways + index).host_ip for index, site in enumerate(SITES)]
+    links = [str(ipaddress.ip_network(f"{host}/30", strict=False)) for host in hosts]
+    return sorted({POD_CIDR, SERVICE_CIDR, *links})
 
 
 def operator(layout: Layout) -> Component:
@@ -179,6 +194,9 @@ def operator(layout: Layout) -> Component:
             f"--metrics-address=127.0.0.1:{layout.ports.operator_metrics}",
         ],
         http_ok(f"http://127.0.0.1:{layout.ports.operator_health}/healthz"),
-        env={"GIGAFAB_HEALTH_ETCD": f"127.0.0.1:{layout.ports.etcd_client}"},
+        env={
+            "GIGAFAB_HEALTH_ETCD": f"127.0.0.1:{layout.ports.etcd_client}",
+            "GIGAFAB_CLUSTER_NETWORKS": ",".join(cluster_networks(layout)),
+        },
         ready_timeout=60,
     )

@@ -23,6 +23,23 @@ from gigafab.api.v1alpha1.common import (
 
 CIDR_MESSAGE = "each entry of cidrs must be a CIDR such as 192.0.2.0/24 or 2001:db8::/32"
 CIDR_RULE = cel("isCIDR(self)", CIDR_MESSAGE)
+SHORTEST_IPV4_PREFIX = 16
+"""The broadest IPv4 network one entry may name: a /16 (65,536 addresses). A destination is a service
+(an object store, a model registry), and a service's published ranges are /16 to /24 (a cloud region
+publishes many such ranges: list those of the service, up to 64 entries). A broader entry is nearly
+always a mistake that opens a provider's whole allocation, or the internet (0.0.0.0/0), on every port."""
+SHORTEST_IPV6_PREFIX = 32
+"""The broadest IPv6 network one entry may name: a /32, what a registry allocates to a whole provider;
+a cloud region's service ranges are /36 to /64."""
+BREADTH_MESSAGE = (
+    f"each entry of cidrs must be no broader than /{SHORTEST_IPV4_PREFIX} (IPv4) or /{SHORTEST_IPV6_PREFIX} (IPv6): "
+    "name the networks of the destination itself, not a whole provider or the internet"
+)
+BREADTH_RULE = cel(
+    f"!isCIDR(self) || cidr(self).prefixLength() >= "
+    f"(cidr(self).ip().family() == 4 ? {SHORTEST_IPV4_PREFIX} : {SHORTEST_IPV6_PREFIX})",
+    BREADTH_MESSAGE,
+)
 
 
 class Protocol(enum.StrEnum):
@@ -34,7 +51,8 @@ class Protocol(enum.StrEnum):
 
 
 def _check_cidr(value: str) -> str:
-    """Accept what CEL's isCIDR accepts (Go's netip.ParsePrefix, less IPv4-mapped IPv6)."""
+    """Accept what CEL's isCIDR accepts (Go's netip.ParsePrefix, less IPv4-mapped IPv6), no broader than
+    the shortest prefix of its family (BREADTH_RULE)."""
     address, slash, length = value.partition("/")
     if not slash or not (length.isascii() and length.isdigit()) or length != str(int(length)):
         raise ValueError(CIDR_MESSAGE)
@@ -45,13 +63,16 @@ def _check_cidr(value: str) -> str:
         raise ValueError(CIDR_MESSAGE) from error
     if isinstance(parsed, ipaddress.IPv6Address) and (parsed.scope_id or parsed.ipv4_mapped):
         raise ValueError(CIDR_MESSAGE)
+    shortest = SHORTEST_IPV4_PREFIX if parsed.version == 4 else SHORTEST_IPV6_PREFIX
+    if int(length) < shortest:
+        raise ValueError(BREADTH_MESSAGE)
     return value
 
 
 Cidr = Annotated[
     str,
     AfterValidator(_check_cidr),
-    Field(max_length=64, json_schema_extra={"x-kubernetes-validations": [CIDR_RULE]}),
+    Field(max_length=64, json_schema_extra={"x-kubernetes-validations": [CIDR_RULE, BREADTH_RULE]}),
 ]
 
 
@@ -69,7 +90,10 @@ class EgressDestinationSpec(ApiModel):
         min_length=1,
         max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "set"},
-        description="Networks of the destination as CIDRs, such as 192.0.2.0/24 or 2001:db8::/32.",
+        description="Networks of the destination as CIDRs, such as 192.0.2.0/24 or 2001:db8::/32; none broader "
+        f"than /{SHORTEST_IPV4_PREFIX} (IPv4) or /{SHORTEST_IPV6_PREFIX} (IPv6). The operator refuses a destination "
+        "in the EU whose networks overlap those of a destination outside it, and leaves the cluster's own networks out "
+        "of every NetworkPolicy.",
     )
     jurisdiction: CountryCode = Field(
         description="Country whose law applies where the destination processes data, as an "
