@@ -21,9 +21,10 @@ from gigafab.operator import allocation, telemetry
 from gigafab.operator.allocation import held_gpus
 from gigafab.operator.borrowing import borrowed_workloads
 from gigafab.operator.power import PlacedWork, draw_kw, placed_kw, to_shed, why
+from gigafab.operator.runner_pods import Key
 from gigafab.operator.state import Client, custom_path, first
 from gigafab.operator.workload_plan import gpu_watts
-from gigafab.operator.workloads import Key, place_workload
+from gigafab.operator.workloads import place_workload
 
 from gigafab.api.v1alpha1 import SiteSpec
 

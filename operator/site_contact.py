@@ -159,6 +159,13 @@ class Contacts:
                 last.append(lost)
             return max(last) + contact.fence_after + self.margin if last else None
 
+    def node_fenced_at(self, site: str, node: str) -> float | None:
+        """Wall-clock time from which a Silent ``node``'s agent has surely stopped its work; None unless Silent."""
+        with self._lock:
+            contact = self._sites.get(site)
+            last = contact.silent_nodes.get(node) if contact is not None else None
+            return None if contact is None or last is None else last + contact.fence_after + self.margin
+
     def lost_since(self, site: str) -> float | None:
         """Wall-clock time the site's trouble began: its gateway's last contact, else its first node's
         silence; None when nothing of it is lost."""

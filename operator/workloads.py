@@ -11,10 +11,11 @@ and a hint, and is judged again every 10 s.
 Failover: a timer per Site (every second) looks at the work placed there and asks
 ``failover.assess`` what to do. A move goes through placement like new work, with a
 new epoch: the old epoch's Deployment is deleted and the new one is created *held*
-(no replicas) until ``failover.may_start``: the old site's work is fenced (its last
-contact plus fenceAfter plus a margin, see ``site_contact``) and, on a reachable site,
-the old pods are gone. The destination site's timer starts it. Phase FailingOver
-until every replica of the new copy runs, then Running.
+(no replicas, ``moves``) until ``failover.may_start``: the old site's work is fenced
+(its last contact plus fenceAfter plus a margin, see ``site_contact``) and the old
+pods have stopped (gone, unless the site is lost). Work a power cap suspended is held
+the same way when it is placed again. The destination site's timer starts it. Phase
+FailingOver until every replica of the new copy runs, then Running.
 
 Every decision is an Event on the GpuWorkload and a structured log line (``audit``):
 Placed, NoSiteFits, FailingOver, Waiting, Fenced (the new copy starts), Running,
@@ -26,102 +27,50 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import kopf
 from gigafab.agents.fencing import WORKLOAD_LABEL
-from gigafab.operator import allocation, audit, conditions, telemetry
+from gigafab.operator import allocation, audit, moves, reservations, telemetry, workload_status
 from gigafab.operator.allocation import held_gpus, track_of, used_by_track, zones
 from gigafab.operator.borrowing import reclaimable
-from gigafab.operator.conditions import Condition, now_rfc3339, rfc3339, seconds_of
-from gigafab.operator.failover import Situation, Step, assess, may_start, move_order
+from gigafab.operator.conditions import Condition, now_rfc3339, seconds_of
+from gigafab.operator.failover import Cause, Situation, Step, assess, may_start, move_order
 from gigafab.operator.placement import Decision, TenantView, WorkloadView, place
+from gigafab.operator.runner_pods import Key, site_nodes, waits
 from gigafab.operator.site_contact import CONTACTS
 from gigafab.operator.state import Client, first
 from gigafab.operator.tracks import Waiting, admission_order
-from gigafab.operator.workload_plan import EPOCH_LABEL, pod_gpus, runner_for, runner_name, site_views
+from gigafab.operator.workload_plan import replica_gpus, runner_for, runner_name, site_views
+from gigafab.operator.workload_status import GROUP, PLURAL, VERSION, merge_status, note_hold, pending, write_status
 
 from gigafab.api.v1alpha1 import GpuWorkloadSpec, SiteSpec
 
-GROUP, VERSION, PLURAL = "gigafab.nl", "v1alpha1", "gpuworkloads"
-Key = tuple[str, str]
-"""(namespace, name) of a GpuWorkload."""
-RESERVATION_SECONDS = 30.0
-ADMISSION_GATE = "kueue.x-k8s.io/admission"
-
-
-@dataclass(frozen=True)
-class RunnerPod:
-    """A pod of some epoch of a GpuWorkload."""
-
-    epoch: int
-    node: str | None
-    phase: str
-    unschedulable_since: float | None
-    deleting: bool
-    gpus: int
-    """GPUs it asks for (it holds them on its node once bound, until it finishes)."""
-    created: float = 0.0
-    """Its creationTimestamp (epoch seconds)."""
-    queued: bool = False
-    """Kueue holds it (scheduling gate) until its track's quota admits it."""
-
-
-@dataclass(frozen=True)
-class Reservation:
-    site: str
-    epoch: int
-    gpus: int
-    replicas: int
-    until: float
-
-
 _placing = threading.Lock()
-_reserved: dict[Key, Reservation] = {}
 _epochs: dict[Key, int] = {}
 """The epoch last decided per workload: a decision taken on an older view of it is dropped."""
-_running: dict[Key, int] = {}
-"""The epoch last reported Running per workload (pod events come faster than the status echoes)."""
-
-
-@kopf.index("", "v1", "pods", labels={WORKLOAD_LABEL: kopf.PRESENT})
-def runner_pod_index(
-    namespace: str | None, labels: kopf.Labels, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
-) -> dict[Key, RunnerPod]:
-    """Pods of every epoch, by workload."""
-    unschedulable = next(
-        (
-            seconds_of(str(c.get("lastTransitionTime") or ""))
-            for c in status.get("conditions") or []
-            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
-        ),
-        None,
-    )
-    pod = RunnerPod(
-        epoch=int(labels.get(EPOCH_LABEL, "0") or 0),
-        node=spec.get("nodeName"),
-        phase=str(status.get("phase") or "Pending"),
-        unschedulable_since=unschedulable,
-        deleting=bool(meta.get("deletionTimestamp")),
-        gpus=pod_gpus(dict(spec)),
-        created=seconds_of(str(meta.get("creationTimestamp") or "")) or 0.0,
-        queued=any(gate.get("name") == ADMISSION_GATE for gate in spec.get("schedulingGates") or []),
-    )
-    return {(str(namespace), labels[WORKLOAD_LABEL]): pod}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
 def workload_index(
     namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[str, tuple[Key, int, int]]:
-    """Placed work by site: (workload, epoch, GPUs)."""
+    """Placed work by site: (workload, epoch, GPUs of all its replicas)."""
     site = status.get("site")
     if not site:
         return {}
-    gpus = int(spec.get("gpus", 0)) * int(spec.get("replicas", 1))
-    return {str(site): ((str(namespace), name), int(status.get("epoch") or 0), gpus)}
+    return {str(site): ((str(namespace), name), int(status.get("epoch") or 0), workload_gpus(spec))}
+
+
+def workload_gpus(spec: Mapping[str, Any]) -> int:
+    """GPUs of every replica of a workload (``replica_gpus``); a template whose GPU limits are not whole
+    numbers counts ``gpus`` alone (it is refused placement, saying why)."""
+    parsed = GpuWorkloadSpec.from_body(spec)
+    try:
+        return replica_gpus(parsed) * parsed.replicas
+    except ValueError:
+        return parsed.gpus * parsed.replicas
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -154,7 +103,9 @@ def retry(body: dict[str, Any], indexes: Mapping[str, Any]) -> None:
             return
         lost = _site_lost(leaving, indexes)
         why = f"site {leaving} is lost" if lost else f"it could not stay on site {leaving}"
-        telemetry.resume_failover(body, indexes, leaving, lost, partial(place_workload, body, indexes, leaving=(leaving, why)))
+        cause = Cause.SITE_LOST if lost else Cause.NO_ROOM
+        move = partial(place_workload, body, indexes, leaving=(leaving, why), cause=cause)
+        telemetry.resume_failover(body, indexes, leaving, lost, move)
 
 
 @kopf.timer("gigafab.nl", "v1alpha1", "allocationpolicies", interval=2.0)
@@ -184,7 +135,7 @@ def _retry_pending(priorities: Mapping[str, int], indexes: Mapping[str, Any]) ->
             if (body.get("status") or {}).get("phase") != "Pending":
                 continue
             spec, meta = body.get("spec") or {}, body["metadata"]
-            gpus = int(spec.get("gpus", 0)) * int(spec.get("replicas", 1))
+            gpus = workload_gpus(spec)
             track = track_of(meta["namespace"], indexes)
             waiting.append(
                 Waiting(key, track, gpus, str(spec.get("criticality", "standard")), str(meta.get("creationTimestamp") or ""))
@@ -211,7 +162,8 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
     draining = (body.get("spec") or {}).get("lifecycle") == "Draining"
     if draining and _moving_from(name, kwargs):
         draining = False  # one at a time: the next leaves once the last one runs elsewhere
-    short_of_gpus = _short_of_gpus(name, kwargs)
+    zone = SiteSpec.from_body(body.get("spec")).zone or name
+    nodes = site_nodes(name, kwargs["node_index"].get(zone, []), kwargs)
     candidates = sorted(
         (w for key, _, _ in placed if (w := first(bodies, key)) is not None),
         key=lambda w: move_order(str((w.get("spec") or {}).get("criticality", "standard")), w["metadata"]["name"]),
@@ -221,6 +173,7 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
         if status.get("phase") == "Pending":
             continue  # judged by pending_retry
         _report_running(workload, kwargs)  # pod events may have come before the status they depend on
+        waited = waits(workload, kwargs, now, nodes)
         situation = Situation(
             site=name,
             criticality=str(spec.get("criticality", "standard")),
@@ -228,17 +181,19 @@ def site_failover(name: str, body: kopf.Body, **kwargs: Any) -> None:
             moving=bool(status.get("move")),
             site_lost=lost,
             site_draining=draining,
-            unschedulable_for=_unschedulable_for(workload, kwargs, now, short_of_gpus),
+            unschedulable_for=waited.for_gpus,
+            blocked_for=waited.blocked_for,
+            blocked_by=waited.blocked_by,
         )
         verdict = assess(situation)
         if verdict.step is Step.MOVE:
             since = telemetry.trouble_since(verdict.cause, name, body, situation.unschedulable_for, now)
-            move = partial(place_workload, workload, kwargs, leaving=(name, verdict.reason))
+            move = partial(place_workload, workload, kwargs, leaving=(name, verdict.reason), cause=verdict.cause)
             telemetry.fail_over(workload, kwargs, name, verdict.cause, since, move)
             if draining:
                 return
         elif verdict.step is Step.HOLD:
-            _note_hold(workload, verdict.reason)
+            note_hold(workload, verdict.reason)
 
 
 @kopf.on.event("", "v1", "pods", labels={WORKLOAD_LABEL: kopf.PRESENT})
@@ -254,18 +209,26 @@ def runner_pod_changed(namespace: str | None, labels: kopf.Labels, type: str | N
 
 
 def place_workload(
-    body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str, str] | None = None, *, shedding: bool = False
+    body: dict[str, Any],
+    indexes: Mapping[str, Any],
+    leaving: tuple[str, str] | None = None,
+    *,
+    cause: Cause = Cause.NONE,
+    shedding: bool = False,
 ) -> bool:
-    """Judge ``body`` and start it on the chosen site; ``leaving``: (site, why) it moves away from.
+    """Judge ``body`` and start it on the chosen site; ``leaving``: (site, why) it moves away from, because
+    of ``cause`` (which says whether the new copy waits for the old one's pods to be seen to go).
 
     ``shedding``: it leaves because its site's power cap was lowered: that site is judged with the
     work's own power still on it, and when no other site takes it, it is suspended (its copies
     stopped, Pending until a site has room and power). True when it was placed somewhere new."""
     with telemetry.placing(body, indexes, leaving), _placing:
-        return _place(body, indexes, leaving, shedding)
+        return _place(body, indexes, leaving, Cause.POWER_CAP if shedding else cause, shedding)
 
 
-def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str, str] | None, shedding: bool = False) -> bool:
+def _place(
+    body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str, str] | None, cause: Cause, shedding: bool
+) -> bool:
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     if int((body.get("status") or {}).get("epoch") or 0) < _epochs.get(key, 0):
@@ -274,67 +237,103 @@ def _place(body: dict[str, Any], indexes: Mapping[str, Any], leaving: tuple[str,
     tenant_name = first(indexes["namespace_index"], meta["namespace"]) or ""
     record = first(indexes["tenant_index"], tenant_name) if tenant_name else None
     if record is None:
-        _pending(body, None, f"namespace {meta['namespace']} belongs to no Tenant; GpuWorkloads run in tenant namespaces")
+        pending(body, None, f"namespace {meta['namespace']} belongs to no Tenant; GpuWorkloads run in tenant namespaces")
         return False
-    tenant_spec = record.spec
+    try:
+        per_replica = replica_gpus(spec)
+    except ValueError as bad:
+        pending(body, None, f"{bad}; fix the template (ask for GPUs with spec.gpus)", reason="InvalidTemplate")
+        return False
+    track = str(record.spec.get("track") or "") if allocation.QUOTAS else ""  # no policy, no queues
+    shed_from = leaving[0] if shedding and leaving is not None else None
+    decision = _judge(body, spec, per_replica, (tenant_name, record.spec), track, indexes, shed_from)
     status = body.get("status") or {}
+    if decision.site is None:
+        if shed_from is not None and leaving is not None:
+            _suspend(body, decision, f"{leaving[1]}; no other site takes it: {decision.message}")
+        else:
+            pending(body, decision, decision.message if leaving is None else f"{leaving[1]}; {decision.message}")
+        return False
+    if leaving is not None and decision.site == leaving[0]:
+        if status.get("phase") == "Pending":  # its site came back before the work could move
+            write_status(body, decision, {"phase": "Placed"}, Condition("Placed", True, "Placed", decision.message))
+            _report_running({**body, "status": {**status, "phase": "Placed"}}, indexes)  # its pods may run already
+        return False
+    _start(body, decision, (per_replica, spec.replicas, track), leaving, cause, indexes)
+    return True
+
+
+def _judge(
+    body: Mapping[str, Any],
+    spec: GpuWorkloadSpec,
+    per_replica: int,
+    tenant: tuple[str, Mapping[str, Any]],
+    track: str,
+    indexes: Mapping[str, Any],
+    shed_from: str | None,
+) -> Decision:
+    """Placement's decision for the workload ``body`` of ``tenant`` (name, spec) on a snapshot of memory.
+    ``shed_from``: the site whose lowered power cap sheds it (its own power still weighs on it there)."""
+    meta, status = body["metadata"], body.get("status") or {}
+    tenant_name, tenant_spec = tenant
     workload = WorkloadView(
         name=meta["name"],
-        gpus=spec.gpus,
+        gpus=per_replica,
         replicas=spec.replicas,
         data_class=str(spec.data_class or tenant_spec.get("dataClass", "internal")),
         preferred_sites=tuple(spec.sites),
         current_site=status.get("site"),
     )
     sites = [entry["body"] for store in indexes["site_index"].values() for entry in store]
-    track = str(tenant_spec.get("track") or "") if allocation.QUOTAS else ""  # no policy, no queues
-    in_use, placed, reserved = _in_use(indexes, key)
-    wanted = spec.gpus * spec.replicas
-    if shedding and leaving is not None:  # its own power still weighs on the site it leaves
-        placed[leaving[0]] = placed.get(leaving[0], 0) + wanted
+    in_use, placed, reserved = reservations.taken(indexes, (meta["namespace"], meta["name"]))
+    wanted = per_replica * spec.replicas
+    if shed_from is not None:
+        placed[shed_from] = placed.get(shed_from, 0) + wanted
     if track:  # Kueue takes borrowed GPUs back for a track within its quota
         for node, gpus in reclaimable(held_gpus(indexes), allocation.QUOTAS, track, wanted, zones(indexes)).items():
             in_use[node] = in_use.get(node, 0) - gpus
     views = site_views(sites, indexes["node_index"], in_use, placed, reserved)
     decision = place(views, workload, TenantView(tenant_name, frozenset(tenant_spec.get("allowedSites") or [])))
     telemetry.placement_decided(decision)
-    if decision.site is None and shedding and leaving is not None:
-        _suspend(body, decision, f"{leaving[1]}; no other site takes it: {decision.message}")
-        return False
-    if decision.site is None:
-        _pending(body, decision, decision.message if leaving is None else f"{leaving[1]}; {decision.message}")
-        return False
-    if leaving is not None and decision.site == leaving[0]:
-        if status.get("phase") == "Pending":  # its site came back before the work could move
-            _write_status(body, decision, {"phase": "Placed"}, Condition("Placed", True, "Placed", decision.message))
-            _report_running({**body, "status": {**status, "phase": "Placed"}}, indexes)  # its pods may run already
-        return False
-    chosen = next(site for site in sites if site["metadata"]["name"] == decision.site)
-    zone = SiteSpec.from_body(chosen.get("spec")).zone or decision.site
+    return decision
+
+
+def _start(
+    body: dict[str, Any],
+    decision: Decision,
+    copy: tuple[int, int, str],
+    leaving: tuple[str, str] | None,
+    cause: Cause,
+    indexes: Mapping[str, Any],
+) -> None:
+    """Create the new epoch's copy on the chosen site (``copy``: GPUs per replica, replicas, track), held when
+    an older copy may still run, and write the placement to status."""
+    meta, status = body["metadata"], body.get("status") or {}
+    key = (meta["namespace"], meta["name"])
+    per_replica, replicas, track = copy
+    site = str(decision.site)
+    chosen = next(entry["body"] for store in indexes["site_index"].values() for entry in store if entry["name"] == site)
+    zone = SiteSpec.from_body(chosen.get("spec")).zone or site
     epoch = int(status.get("epoch") or 0) + 1
-    fields, held = _move_fields(leaving)
-    client = Client.get()
+    fields = _move_fields(leaving, cause, status, indexes)
     _delete_copies(meta, below=epoch)  # every older copy goes before the new one may start
-    grace = int(CONTACTS.fence_after(decision.site) + CONTACTS.margin)
-    client.ensure(runner_for(body, zone, decision.site, epoch, track=track or None, held=held, silent_grace=grace))
-    _reserved[key] = Reservation(decision.site, epoch, spec.gpus, spec.replicas, time.monotonic() + RESERVATION_SECONDS)
+    grace = int(CONTACTS.fence_after(site) + CONTACTS.margin)
+    held = fields["move"] is not None
+    Client.get().ensure(runner_for(body, zone, site, epoch, track=track or None, held=held, silent_grace=grace))
+    reservations.reserve(key, site, epoch, per_replica, replicas)
     _epochs[key] = epoch
     origin = {"fromSite": leaving[0]} if leaving else {}
     reason = decision.message if leaving is None else f"moved from {leaving[0]} ({leaving[1]}): {decision.message}"
-    history = [*(status.get("placements") or [])[-31:], {"site": decision.site, "epoch": epoch, "at": now_rfc3339(), **origin}]
+    history = [*(status.get("placements") or [])[-31:], {"site": site, "epoch": epoch, "at": now_rfc3339(), **origin}]
     history[-1]["reason"] = reason[:1024]
-    _write_status(
-        body,
-        decision,
-        {"site": decision.site, "epoch": epoch, "placements": history, **fields},
-        Condition("Placed", True, "Placed", reason),
-    )
+    placed = Condition("Placed", True, "Placed", reason)
+    write_status(body, decision, {"site": site, "epoch": epoch, "placements": history, **fields}, placed)
     if leaving is None:
-        audit.normal(body, "Placed", f"epoch {epoch}: {decision.message}")
+        after = f", held until the copy of epoch {epoch - 1} has stopped ({moves.SUSPENDED})" if held else ""
+        audit.normal(body, "Placed", f"epoch {epoch}: {decision.message}{after}")
     else:
         starts = fields["move"]["startsAfter"]
-        audit.warning(body, "FailingOver", f"epoch {epoch} on {decision.site}, starting after {starts}: {reason}")
-    return True
+        audit.warning(body, "FailingOver", f"epoch {epoch} on {site}, starting after {starts}: {reason}")
 
 
 def _suspend(body: dict[str, Any], decision: Decision, message: str) -> None:
@@ -342,9 +341,9 @@ def _suspend(body: dict[str, Any], decision: Decision, message: str) -> None:
     meta, status = body["metadata"], body.get("status") or {}
     key = (meta["namespace"], meta["name"])
     _delete_copies(meta, below=int(status.get("epoch") or 0) + 1)
-    _running.pop(key, None)
-    _reserved.pop(key, None)
-    _write_status(
+    workload_status.forget(key)
+    reservations.release(key)
+    write_status(
         body, decision, {"phase": "Pending", "site": None, "move": None}, Condition("Placed", False, "Suspended", message)
     )
     audit.warning(body, "Suspended", message)
@@ -357,21 +356,19 @@ def _delete_copies(meta: Mapping[str, Any], below: int) -> None:
         client.delete(f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], epoch)}")
 
 
-def _move_fields(leaving: tuple[str, str] | None) -> tuple[dict[str, Any], bool]:
-    """Status fields for a new placement, and whether its copy is held."""
-    if leaving is None:
-        return {"phase": "Placed", "move": None}, False
-    site, why = leaving
-    fenced = CONTACTS.fenced_at(site)
-    move = {
-        "fromSite": site,
-        "reason": why[:1024],
-        "since": now_rfc3339(),
-        "startsAfter": rfc3339(fenced if fenced is not None else time.time()),
-        "awaitOldCopies": fenced is None,
-        "released": False,
-    }
-    return {"phase": "FailingOver", "move": move}, True
+def _move_fields(
+    leaving: tuple[str, str] | None, cause: Cause, status: Mapping[str, Any], indexes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Status fields for a new placement; with a ``move`` its copy is held until the old one has stopped:
+    when it moves away from ``leaving``, and when it ran before (a power cap suspended it: its last copy's
+    pods may still be going)."""
+    if leaving is not None:
+        return {"phase": "FailingOver", "move": moves.record(*leaving, cause)}
+    last = str(((status.get("placements") or [{}])[-1]).get("site") or "")
+    if not int(status.get("epoch") or 0) or not last:
+        return {"phase": "Placed", "move": None}
+    again = Cause.SITE_LOST if _site_lost(last, indexes) else Cause.POWER_CAP
+    return {"phase": "Placed", "move": moves.record(last, moves.SUSPENDED, again)}
 
 
 def _release(workload: dict[str, Any], move: Mapping[str, Any], indexes: Mapping[str, Any], now: float) -> None:
@@ -379,71 +376,13 @@ def _release(workload: dict[str, Any], move: Mapping[str, Any], indexes: Mapping
     meta, status = workload["metadata"], workload.get("status") or {}
     epoch = int(status.get("epoch") or 0)
     pods = indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), [])
-    old = sum(1 for pod in pods if pod.epoch < epoch)
-    if not may_start(now, seconds_of(str(move["startsAfter"])) or 0.0, bool(move.get("awaitOldCopies")), old):
+    if not may_start(now, seconds_of(str(move["startsAfter"])) or 0.0, moves.old_pods(pods, epoch, move)):
         return
-    if move.get("awaitOldCopies"):
-        why = f"the copies on {move['fromSite']} are gone"
-    else:
-        why = f"{move['fromSite']} is fenced since {move['startsAfter']} (last contact plus fenceAfter plus margin)"
-    audit.normal(workload, "Fenced", f"epoch {epoch} starts on {status.get('site')}: {why}")
+    audit.normal(workload, "Fenced", f"epoch {epoch} starts on {status.get('site')}: {moves.released_because(move)}")
     replicas = int((workload.get("spec") or {}).get("replicas", 1))
     path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{runner_name(meta['name'], epoch)}"
     Client.get().merge_patch(path, {"spec": {"replicas": replicas}})
-    _merge_status(workload, {"move": {**move, "released": True}})
-
-
-def _report_running(workload: dict[str, Any], indexes: Mapping[str, Any]) -> None:
-    meta, status = workload["metadata"], workload.get("status") or {}
-    if not status.get("site") or status.get("phase") == "Pending":
-        return
-    epoch = int(status.get("epoch") or 0)
-    replicas = int((workload.get("spec") or {}).get("replicas", 1))
-    pods = indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), [])
-    running = sum(1 for pod in pods if pod.epoch == epoch and pod.phase == "Running" and not pod.deleting)
-    generation = int(meta.get("generation") or 0)
-    key = (meta["namespace"], meta["name"])
-    if running >= replicas and status.get("phase") != "Running" and _running.get(key) != epoch and epoch >= _epochs.get(key, 0):
-        _running[key] = epoch
-        move = status.get("move")
-        message = f"{running}/{replicas} replica(s) of epoch {epoch} running on {status['site']}"
-        if move:
-            taken = time.time() - (seconds_of(str(move.get("since"))) or time.time())
-            message += f", {taken:.1f} s after leaving {move['fromSite']}"
-        wanted = [Condition("Running", True, "Running", message)]
-        merged = conditions.merge(status.get("conditions"), wanted, generation)
-        _merge_status(workload, {"phase": "Running", "move": None, "conditions": merged})
-        audit.normal(workload, "Running", message)
-    elif running < replicas and (queued := sum(1 for pod in pods if pod.epoch == epoch and pod.queued and not pod.deleting)):
-        if conditions.reason_of(status.get("conditions"), "Running") == "Queued":
-            return
-        _running.pop(key, None)
-        track = track_of(meta["namespace"], indexes)
-        message = (
-            f"{queued}/{replicas} replica(s) of epoch {epoch} wait in Kueue for GPUs of the {track} track's quota "
-            f"on {status['site']}"
-        )
-        wanted = [Condition("Running", False, "Queued", message)]
-        _merge_status(workload, {"phase": "Placed", "conditions": conditions.merge(status.get("conditions"), wanted, generation)})
-        audit.normal(workload, "Queued", message)
-    elif running < replicas and _running.get(key) == epoch:
-        del _running[key]
-        if conditions.reason_of(status.get("conditions"), "Running") == "Waiting":  # says more already
-            _merge_status(workload, {"phase": "Placed"})
-            return
-        message = f"{running}/{replicas} replica(s) of epoch {epoch} running on {status['site']}"
-        wanted = [Condition("Running", False, "ReplicasNotRunning", message)]
-        _merge_status(workload, {"phase": "Placed", "conditions": conditions.merge(status.get("conditions"), wanted, generation)})
-
-
-def _note_hold(workload: dict[str, Any], reason: str) -> None:
-    status = workload.get("status") or {}
-    if conditions.find(status.get("conditions"), "Running").get("message") == reason:
-        return
-    generation = int(workload["metadata"].get("generation") or 0)
-    wanted = [Condition("Running", False, "Waiting", reason)]
-    _merge_status(workload, {"conditions": conditions.merge(status.get("conditions"), wanted, generation)})
-    audit.warning(workload, "Waiting", reason)
+    merge_status(workload, {"move": {**move, "released": True}})
 
 
 def _site_lost(site: str, indexes: Mapping[str, Any]) -> bool:
@@ -462,83 +401,6 @@ def _moving_from(site: str, indexes: Mapping[str, Any]) -> bool:
     return False
 
 
-def _unschedulable_for(workload: dict[str, Any], indexes: Mapping[str, Any], now: float, short_of_gpus: bool) -> float | None:
-    """How long a pod of the workload's current epoch has waited for room that is not there: the scheduler
-    found no node for it, or Kueue holds it while its site is ``short_of_gpus`` (its healthy GPUs no longer
-    hold the work placed there). A GPU or node failed, so the site's quotas shrank (``allocation``), and Kueue
-    would hold the pod for ever; whether Kueue or the scheduler saw the failure first is a race."""
-    meta, status = workload["metadata"], workload.get("status") or {}
-    epoch = int(status.get("epoch") or 0)
-    pods = [pod for pod in indexes["runner_pod_index"].get((meta["namespace"], meta["name"]), []) if pod.epoch == epoch]
-    waiting = [pod.unschedulable_since for pod in pods if pod.unschedulable_since is not None]
-    if short_of_gpus:
-        waiting += [pod.created for pod in pods if pod.queued and pod.created]
-    return now - min(waiting) if waiting else None
-
-
-def _short_of_gpus(site: str, indexes: Mapping[str, Any]) -> bool:
-    """The work placed on ``site`` asks for more GPUs than it has healthy."""
-    placed: int = sum(gpus for _, _, gpus in indexes["workload_index"].get(site, []))
-    return placed > allocation.healthy_by_site(indexes).get(site, 0)
-
-
-def _in_use(indexes: Mapping[str, Any], deciding: Key) -> tuple[dict[str, int], dict[str, int], dict[str, list[tuple[int, int]]]]:
-    """GPUs in use by node, placed GPUs by site, and reserved replicas by site (work placed a moment ago)."""
-    in_use: dict[str, int] = {}
-    for store in indexes["runner_pod_index"].values():
-        for pod in store:
-            if pod.node and pod.phase not in ("Succeeded", "Failed"):
-                in_use[pod.node] = in_use.get(pod.node, 0) + pod.gpus
-    placed: dict[str, int] = {}
-    seen: set[tuple[Key, int]] = set()
-    for site, store in indexes["workload_index"].items():
-        for key, epoch, gpus in store:
-            if key != deciding:
-                placed[site] = placed.get(site, 0) + gpus
-            seen.add((key, epoch))
-    reserved: dict[str, list[tuple[int, int]]] = {}
-    now = time.monotonic()
-    for key, held in list(_reserved.items()):
-        pods = [pod for pod in indexes["runner_pod_index"].get(key, []) if pod.epoch == held.epoch]
-        bound = sum(1 for pod in pods if pod.node)
-        queued = sum(1 for pod in pods if pod.queued and not pod.node)  # Kueue decides when they get GPUs
-        if held.until < now or bound + queued >= held.replicas or key not in indexes["workload_bodies"]:
-            del _reserved[key]  # bound or queued, stale, or deleted
-            continue
-        if key == deciding:
-            continue
-        if (key, held.epoch) not in seen:
-            placed[held.site] = placed.get(held.site, 0) + held.gpus * held.replicas
-        reserved.setdefault(held.site, []).append((held.gpus, held.replicas - bound - queued))
-    return in_use, placed, reserved
-
-
-def _pending(body: dict[str, Any], decision: Decision | None, message: str) -> None:
-    _running.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
-    status = body.get("status") or {}
-    placed = conditions.find(status.get("conditions"), "Placed")
-    if status.get("phase") == "Pending" and placed.get("status") == "False" and placed.get("message") == message:
-        return  # nothing new to say
-    _write_status(body, decision, {"phase": "Pending", "move": None}, Condition("Placed", False, "NoSiteFits", message))
-    audit.warning(body, "NoSiteFits", message)
-
-
-def _write_status(body: dict[str, Any], decision: Decision | None, fields: dict[str, Any], placed: Condition) -> None:
-    meta = body["metadata"]
-    generation = int(meta.get("generation") or 0)
-    status = body.get("status") or {}
-    ranked = decision.verdicts if decision else ()
-    verdicts = [{"site": v.site, "verdict": str(v.rule), "reason": v.reason[:1024]} for v in ranked]
-    patch = {
-        **fields,
-        "observedGeneration": generation,
-        "verdicts": verdicts,
-        "conditions": conditions.merge(status.get("conditions"), [placed], generation),
-    }
-    _merge_status(body, patch)
-
-
-def _merge_status(body: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
-    meta = body["metadata"]
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{PLURAL}/{meta['name']}/status"
-    Client.get().merge_patch(path, {"status": patch})
+def _report_running(workload: dict[str, Any], indexes: Mapping[str, Any]) -> None:
+    meta = workload["metadata"]
+    workload_status.report_running(workload, indexes, _epochs.get((meta["namespace"], meta["name"]), 0))

@@ -4,6 +4,12 @@ A site is cut with ``gigafab local cut``: the host side of its veth pair goes do
 its gateway loses etcd while gateway and agents go on talking inside the site. The
 operator sees the gateway's lease go, waits until the site's agents have fenced, and
 starts the work elsewhere with a new epoch. Each test puts the plane back as it was.
+
+Moves away from a reachable site (draining, no room, a power cap) must wait for the old
+copy's pods to go. kwok would delete them at once and hide any overlap, so those tests
+give their pods the annotation ``gigafab.nl/kwok-delete-after-ms``: a deleted pod stays,
+Running and terminating, that long (as a container slow to stop), and an overlap is a
+moment the apiserver shows pods of two epochs Running, terminating or not.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from gigafab.operator.conditions import seconds_of
 
 from gigafab.local.components import operator_metrics_url
 from gigafab.local.health import control_url, fence_log
-from gigafab.local.nodes import gpu_node, node_name
+from gigafab.local.nodes import DELETE_AFTER_ANNOTATION, gpu_node, node_name
 from tests.e2e.conftest import Kubectl, PodPoller, condition, eventually, quotas, tenant
 from tests.e2e.lab_gateway import RUNNING, lab_gateway
 from tests.e2e.test_telemetry import scrape, total
@@ -55,14 +61,18 @@ def cut(kubectl: Kubectl, site: str) -> Iterator[float]:
         eventually(lambda: site_healthy(kubectl, site), timeout=90)
 
 
+Sample = tuple[int, str, bool, str, str]
+"""A pod as polled: epoch, phase, deleting, node, workload."""
+
+
 class Timeline(PodPoller):
-    """Polls the workload pods of a namespace: (time, epoch, phase, deleting, node) samples."""
+    """Polls the workload pods of a namespace: (time, [(epoch, phase, deleting, node, workload)]) samples."""
 
     every = 0.2
 
     def __init__(self, kubectl: Kubectl, namespace: str) -> None:
         super().__init__(kubectl, "-n", namespace)
-        self.samples: list[tuple[float, list[tuple[int, str, bool, str]]]] = []
+        self.samples: list[tuple[float, list[Sample]]] = []
 
     def take(self, pods: list[dict[str, Any]]) -> None:
         seen = [
@@ -71,13 +81,46 @@ class Timeline(PodPoller):
                 str(pod["status"].get("phase")),
                 bool(pod["metadata"].get("deletionTimestamp")),
                 str(pod["spec"].get("nodeName", "")),
+                str(pod["metadata"]["labels"]["gigafab.nl/workload"]),
             )
             for pod in pods
         ]
         self.samples.append((time.time(), seen))
 
     def running_epochs(self) -> list[set[int]]:
-        return [{epoch for epoch, phase, deleting, _ in pods if phase == "Running" and not deleting} for _, pods in self.samples]
+        return [{epoch for epoch, phase, deleting, *_ in pods if phase == "Running" and not deleting} for _, pods in self.samples]
+
+    def overlaps(self) -> list[tuple[float, list[Sample]]]:
+        """Samples with pods of two epochs of one workload Running: a terminating pod runs until it is gone."""
+        found = []
+        for at, pods in self.samples:
+            epochs: dict[str, set[int]] = {}
+            for epoch, phase, _, _, name in pods:
+                if phase == "Running":
+                    epochs.setdefault(name, set()).add(epoch)
+            if any(len(seen) > 1 for seen in epochs.values()):
+                found.append((at, pods))
+        return found
+
+    def seen_terminating(self, epoch: int) -> bool:
+        """A pod of ``epoch`` was seen Running after its deletion (the test's pods linger: the check can fail)."""
+        return any(e == epoch and phase == "Running" and deleting for _, pods in self.samples for e, phase, deleting, *_ in pods)
+
+
+def lingering(body: dict[str, Any], milliseconds: int, grace: int | None = None) -> dict[str, Any]:
+    """The workload ``body`` whose pods, once deleted, stay ``milliseconds`` before they go (``grace``: the
+    template's terminationGracePeriodSeconds; kwok lets a pod go at the end of it at the latest)."""
+    template = body["spec"]["template"]
+    template.setdefault("metadata", {}).setdefault("annotations", {})[DELETE_AFTER_ANNOTATION] = str(milliseconds)
+    if grace is not None:
+        template["spec"]["terminationGracePeriodSeconds"] = grace
+    return body
+
+
+def never_two_copies(timeline: Timeline, old_epoch: int) -> None:
+    assert timeline.seen_terminating(old_epoch), "the old copy's pod lingered, terminating, while the move waited"
+    overlaps = timeline.overlaps()
+    assert not overlaps, f"pods of two epochs ran at once: {overlaps[:3]}"
 
 
 def seconds(stamp: str) -> float:
@@ -208,17 +251,21 @@ def test_draining_moves_work_away_one_workload_at_a_time(kubectl: Kubectl, uniqu
     kubectl.apply(tenant(unique, quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
     eventually(lambda: tenant_ready(kubectl, unique))
     names = ("first", "second")
-    for name in names:
-        kubectl.apply(workload(name, unique, gpus=1, sites=["de-halm", "niemeyer"]))
+    for name in names:  # a tenant's template asking for an hour to stop: capped, or the drain would take that long
+        kubectl.apply(lingering(workload(name, unique, gpus=1, sites=["de-halm", "niemeyer"]), 4000, grace=3600))
     for name in names:
         eventually(lambda name=name: phase(kubectl, unique, name, "Running", "de-halm"), timeout=90)  # type: ignore[misc]
-    kubectl.run("patch", "site", "de-halm", "--type=merge", "-p", '{"spec": {"lifecycle": "Draining"}}')
-    try:
-        moved = {}
-        for name in names:
-            moved[name] = eventually(lambda name=name: phase(kubectl, unique, name, "Running", "niemeyer"), timeout=90)  # type: ignore[misc]
-    finally:
-        kubectl.run("patch", "site", "de-halm", "--type=merge", "-p", '{"spec": {"lifecycle": "Active"}}')
+    pods = kubectl.get("pods", "-n", unique, "-l", "gigafab.nl/workload")["items"]
+    assert {pod["spec"]["terminationGracePeriodSeconds"] for pod in pods} == {30}
+    with Timeline(kubectl, unique) as timeline:
+        kubectl.run("patch", "site", "de-halm", "--type=merge", "-p", '{"spec": {"lifecycle": "Draining"}}')
+        try:
+            moved = {}
+            for name in names:
+                moved[name] = eventually(lambda name=name: phase(kubectl, unique, name, "Running", "niemeyer"), timeout=120)  # type: ignore[misc]
+        finally:
+            kubectl.run("patch", "site", "de-halm", "--type=merge", "-p", '{"spec": {"lifecycle": "Active"}}')
+    never_two_copies(timeline, old_epoch=1)
     events = kubectl.get("events", "-n", unique)["items"]
 
     def when(name: str, reason: str) -> str:
@@ -255,10 +302,15 @@ def test_a_failed_node_that_leaves_no_room_in_its_site_moves_the_work_to_another
     with lab_sites(kubectl, unique) as (first, second):
         kubectl.apply(tenant(unique, allowedSites=[first, second], quota={"gpus": 32, "cpu": "8", "memory": "32Gi"}))
         eventually(lambda: tenant_ready(kubectl, unique))
-        kubectl.apply(workload("wide", unique, gpus=8, replicas=2, criticality="critical", sites=[first, second]))
+        kubectl.apply(
+            lingering(workload("wide", unique, gpus=8, replicas=2, criticality="critical", sites=[first, second]), 6000)
+        )
         eventually(lambda: phase(kubectl, unique, "wide", "Running", first), timeout=90)
-        RUNNING[first].report(node_name(first, 0), ["Failed"] + ["Healthy"] * 7, reason="XID 79")  # a GPU of a node failed
-        body = eventually(lambda: phase(kubectl, unique, "wide", "Running", second), timeout=90)
+        failed = node_name(first, 0)
+        with Timeline(kubectl, unique) as timeline:
+            RUNNING[first].report(failed, ["Failed"] + ["Healthy"] * 7, reason="XID 79")  # a GPU of a node failed
+            body = eventually(lambda: phase(kubectl, unique, "wide", "Running", second), timeout=120)
+        never_two_copies(timeline, old_epoch=1)
         assert body["status"]["epoch"] == 2
         last = body["status"]["placements"][-1]
         assert last["fromSite"] == first
@@ -303,3 +355,112 @@ def test_most_nodes_of_a_site_silent_move_its_critical_work_after_the_agents_fen
             gigafab(kubectl, "fault", "inject", f"--node={node}", "--reset", "--gpu=0", f"--control={url}")
     eventually(lambda: site_healthy(kubectl, "de-halm"), timeout=90)
     eventually(lambda: phase(kubectl, unique, "scratch", "Running", "de-halm"), timeout=90)  # back where it waited
+
+
+def tainted_silent(kubectl: Kubectl, node: str, wanted: bool = True) -> None:
+    taints = kubectl.get("node", node)["spec"].get("taints") or []
+    assert any(t["key"] == "gigafab.nl/node-silent" for t in taints) is wanted
+
+
+def test_draining_a_site_with_a_silent_node_still_waits_for_the_old_copy_on_its_reachable_node(
+    kubectl: Kubectl, unique: str
+) -> None:
+    """A Silent node gives its site a fence deadline, but only that node's agent fences: a copy on the
+    site's other node must be seen to go before the moved copy starts (the old rule started it at the
+    deadline, while the old pod still ran)."""
+    kubectl.apply(tenant(unique, allowedSites=["de-halm", "niemeyer"], quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
+    eventually(lambda: tenant_ready(kubectl, unique))
+    kubectl.apply(lingering(workload("steady", unique, gpus=1, sites=["de-halm", "niemeyer"]), 20000))
+    eventually(lambda: phase(kubectl, unique, "steady", "Running", "de-halm"), timeout=90)
+    (running,) = kubectl.get("pods", "-n", unique, "-l", "gigafab.nl/workload=steady")["items"]
+    other = next(node_name("de-halm", i) for i in range(2) if node_name("de-halm", i) != running["spec"]["nodeName"])
+    url = control_url(kubectl.plane.layout, "de-halm")
+    try:
+        assert gigafab(kubectl, "fault", "inject", f"--node={other}", "--silent", f"--control={url}").returncode == 0
+        eventually(lambda: tainted_silent(kubectl, other), timeout=60)  # the operator knows it is Silent
+        with Timeline(kubectl, unique) as timeline:
+            kubectl.run("patch", "site", "de-halm", "--type=merge", "-p", '{"spec": {"lifecycle": "Draining"}}')
+            try:
+                moved = eventually(lambda: phase(kubectl, unique, "steady", "Running", "niemeyer"), timeout=120)
+            finally:
+                kubectl.run("patch", "site", "de-halm", "--type=merge", "-p", '{"spec": {"lifecycle": "Active"}}')
+    finally:
+        gigafab(kubectl, "fault", "inject", f"--node={other}", "--reset", "--gpu=0", f"--control={url}")
+        eventually(lambda: tainted_silent(kubectl, other, wanted=False), timeout=90)
+    eventually(lambda: site_healthy(kubectl, "de-halm"), timeout=90)
+    assert moved["status"]["epoch"] == 2
+    never_two_copies(timeline, old_epoch=1)
+    events = kubectl.get("events", "-n", unique, "--field-selector", "involvedObject.name=steady")["items"]
+    fenced = next(e for e in events if e["reason"] == "Fenced")["message"]
+    assert "the old copy's pods have stopped" in fenced, fenced
+
+
+def suspended(kubectl: Kubectl, namespace: str, name: str) -> None:
+    """Suspended: the event stays; the condition may already say NoSiteFits (judged again, the cap still low)."""
+    phase(kubectl, namespace, name, "Pending")
+    events = kubectl.get("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+    assert "Suspended" in {event["reason"] for event in events}
+
+
+def test_work_suspended_by_a_power_cap_and_placed_again_starts_only_once_its_old_copy_has_stopped(
+    kubectl: Kubectl, unique: str
+) -> None:
+    with lab_sites(kubectl, unique) as (first, _):
+        kubectl.apply(tenant(unique, allowedSites=[first], quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
+        eventually(lambda: tenant_ready(kubectl, unique))
+        kubectl.apply(lingering(workload("shed", unique, gpus=2), 25000))
+        eventually(lambda: phase(kubectl, unique, "shed", "Running", first), timeout=90)
+        with Timeline(kubectl, unique) as timeline:
+            kubectl.run("patch", "site", first, "--type=merge", "-p", '{"spec": {"powerCapKW": 1}}')
+            eventually(lambda: suspended(kubectl, unique, "shed"), timeout=60)
+            kubectl.run("patch", "site", first, "--type=json", "-p", '[{"op": "remove", "path": "/spec/powerCapKW"}]')
+            again = eventually(lambda: phase(kubectl, unique, "shed", "Running", first), timeout=120)
+        assert again["status"]["epoch"] == 2
+        never_two_copies(timeline, old_epoch=1)
+        events = kubectl.get("events", "-n", unique, "--field-selector", "involvedObject.name=shed")["items"]
+        placed = [e["message"] for e in events if e["reason"] == "Placed" and e["message"].startswith("epoch 2")]
+        assert placed, [e["message"] for e in events]
+        assert "held until the copy of epoch 1 has stopped" in placed[0], placed
+        kubectl.run("delete", "gpuworkload", "shed", "-n", unique)
+
+
+def test_a_replica_short_of_cpu_stays_on_its_site_and_says_why_instead_of_moving(kubectl: Kubectl, unique: str) -> None:
+    """Too little CPU is no shortage of GPUs: another site would not help, so the work must not move (the
+    old rule took the site for full and tried to move the work every second, silently)."""
+    kubectl.apply(tenant(unique, allowedSites=["de-halm", "niemeyer"], quota={"gpus": 8, "cpu": "400", "memory": "32Gi"}))
+    eventually(lambda: tenant_ready(kubectl, unique))
+    body = workload("hungry", unique, gpus=1, sites=["de-halm", "niemeyer"])
+    body["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "200"}, "limits": {"cpu": "200"}}
+    kubectl.apply(body)  # every node has 128 CPUs
+
+    def waiting() -> dict[str, Any]:
+        found = kubectl.get("gpuworkload", "hungry", "-n", unique)
+        running = condition(found, "Running")
+        assert (running["status"], running["reason"]) == ("False", "Waiting"), running
+        return dict(found)
+
+    found = eventually(waiting, timeout=60)
+    message = condition(found, "Running")["message"]
+    assert message.startswith("a replica cannot be scheduled on site de-halm, not for want of GPUs"), message
+    assert "Insufficient cpu" in message, "the scheduler's own words"
+    assert (found["status"]["site"], found["status"]["epoch"], found["status"]["phase"]) == ("de-halm", 1, "Placed")
+    events = kubectl.get("events", "-n", unique, "--field-selector", "involvedObject.name=hungry")["items"]
+    assert "FailingOver" not in {event["reason"] for event in events}
+    assert kubectl.get("deployment", "hungry-e2", "-n", unique) is None
+
+
+def test_gpus_other_containers_ask_for_count_in_the_sites_power_draw(kubectl: Kubectl, unique: str) -> None:
+    with lab_sites(kubectl, unique) as (first, _):
+        kubectl.apply(tenant(unique, allowedSites=[first], quota={"gpus": 8, "cpu": "8", "memory": "32Gi"}))
+        eventually(lambda: tenant_ready(kubectl, unique))
+        body = workload("pair", unique, gpus=1, replicas=2)
+        sidecar = {"name": "decoder", "image": "registry.example/decode:1", "resources": {"limits": {"nvidia.com/gpu": 1}}}
+        body["spec"]["template"]["spec"]["containers"].append(sidecar)
+        kubectl.apply(body)
+        eventually(lambda: phase(kubectl, unique, "pair", "Running", first), timeout=90)
+
+        def draws() -> None:  # 2 replicas of 1 + 1 GPUs at the nodes' 700 W a GPU
+            assert kubectl.get("site", first)["status"].get("powerDrawKW") == 2.8
+
+        eventually(draws, timeout=30)
+        kubectl.run("delete", "gpuworkload", "pair", "-n", unique)

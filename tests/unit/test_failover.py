@@ -6,10 +6,22 @@ import time
 from typing import Any
 
 import pytest
-from gigafab.operator.failover import NO_ROOM_GRACE, Situation, Step, assess, may_start, move_order
+from gigafab.operator import moves, workloads
+from gigafab.operator.failover import (
+    NO_ROOM_GRACE,
+    Cause,
+    OldPod,
+    Situation,
+    Step,
+    assess,
+    awaits_old_copies,
+    may_start,
+    move_order,
+)
+from gigafab.operator.runner_pods import RunnerPod, SiteNodes, site_nodes, waits
 from gigafab.operator.site_contact import Contacts
+from gigafab.operator.site_health import NodeSummary
 from gigafab.operator.workload_plan import SILENT_TAINT, runner_for, take
-from gigafab.operator.workloads import RunnerPod, _short_of_gpus, _unschedulable_for
 
 
 def situation(**changes: object) -> Situation:
@@ -59,11 +71,95 @@ def test_critical_work_leaves_first() -> None:
     ]
 
 
-def test_a_held_copy_starts_after_the_fence_and_on_a_reachable_site_after_the_old_pods_are_gone() -> None:
-    assert not may_start(now=9.9, starts_after=10.0, await_old_copies=False, old_copies=0)
-    assert may_start(now=10.0, starts_after=10.0, await_old_copies=False, old_copies=3), "a lost site's pods may linger"
-    assert not may_start(now=10.0, starts_after=10.0, await_old_copies=True, old_copies=1)
-    assert may_start(now=10.0, starts_after=10.0, await_old_copies=True, old_copies=0)
+@pytest.mark.parametrize(
+    ("cause", "fenced_at", "awaits"),
+    [
+        (Cause.SITE_LOST, 100.0, False),  # its pods cannot be seen to go; its agents have stopped them by then
+        (Cause.SITE_LOST, None, True),  # no deadline known (the site came back meanwhile): nothing else vouches
+        (Cause.SITE_DRAINING, None, True),
+        (Cause.SITE_DRAINING, 100.0, True),  # a Silent node of a draining site does not make its other pods stop
+        (Cause.NO_ROOM, 100.0, True),
+        (Cause.NO_ROOM, None, True),
+        (Cause.POWER_CAP, None, True),
+        (Cause.POWER_CAP, 100.0, True),
+        (Cause.NONE, None, True),
+    ],
+)
+def test_every_move_waits_for_the_old_pods_to_go_except_one_from_a_lost_site_with_a_fence_deadline(
+    cause: Cause, fenced_at: float | None, awaits: bool
+) -> None:
+    assert awaits_old_copies(cause, fenced_at) is awaits
+
+
+def test_a_held_copy_starts_after_the_fence_and_after_every_old_pod_has_stopped() -> None:
+    lingering = OldPod(on_lost_site=False)
+    assert not may_start(now=9.9, starts_after=10.0, old_pods=[])
+    assert may_start(now=10.0, starts_after=10.0, old_pods=[])
+    assert may_start(now=10.0, starts_after=10.0, old_pods=[OldPod(on_lost_site=True)] * 3), "a lost site's pods may linger"
+    assert not may_start(now=10.0, starts_after=10.0, old_pods=[lingering]), "terminating on a reachable node: wait"
+    assert not may_start(now=10.0, starts_after=10.0, old_pods=[OldPod(on_lost_site=True), lingering])
+
+
+def test_an_old_pod_on_a_silent_node_counts_as_stopped_once_its_agent_has_surely_fenced_it() -> None:
+    silent = OldPod(on_lost_site=False, node_fenced_at=20.0)
+    assert not may_start(now=19.9, starts_after=10.0, old_pods=[silent])
+    assert may_start(now=20.0, starts_after=10.0, old_pods=[silent])
+
+
+def pod(epoch: int, site: str = "de-halm", node: str | None = "de-halm-gpu-000", **changes: Any) -> RunnerPod:
+    fields: dict[str, Any] = {"unschedulable_since": None, "deleting": True, "gpus": 1, "phase": "Running"}
+    return RunnerPod(epoch=epoch, node=node, site=site, **{**fields, **changes})
+
+
+def test_old_pods_are_those_of_older_epochs_not_finished_and_only_the_lost_site_they_leave_is_covered_by_its_fence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    contacts = Contacts(margin=2.0)
+    contacts.gateway_up("niemeyer", ttl=5.0, fence_after=4.0)
+    contacts.node_heard("niemeyer", "niemeyer-gpu-001", "Silent", last_report=50.0, now=60.0)
+    monkeypatch.setattr(moves, "CONTACTS", contacts)
+    pods = [
+        pod(1, "de-halm"),  # a copy two moves ago, still terminating elsewhere
+        pod(2, "niemeyer", "niemeyer-gpu-000"),
+        pod(2, "niemeyer", "niemeyer-gpu-001"),
+        pod(2, "niemeyer", "niemeyer-gpu-000", phase="Succeeded"),
+        pod(3, "eemshaven", "eemshaven-gpu-000", deleting=False),  # the new copy itself
+    ]
+    lost = {"fromSite": "niemeyer", "awaitOldCopies": False}
+    assert moves.old_pods(pods, 3, lost) == [
+        OldPod(on_lost_site=False),
+        OldPod(on_lost_site=True),
+        OldPod(on_lost_site=True, node_fenced_at=56.0),
+    ]
+    reachable = {"fromSite": "niemeyer", "awaitOldCopies": True}
+    assert moves.old_pods(pods, 3, reachable) == [
+        OldPod(on_lost_site=False),
+        OldPod(on_lost_site=False),
+        OldPod(on_lost_site=False, node_fenced_at=56.0),
+    ]
+
+
+def test_a_move_records_whether_it_awaits_the_old_copies_from_its_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    contacts = Contacts(margin=2.0)
+    contacts.gateway_up("niemeyer", ttl=5.0, fence_after=4.0)
+    contacts.node_heard("niemeyer", "niemeyer-gpu-001", "Silent", last_report=50.0, now=60.0)  # one node of two: not lost
+    monkeypatch.setattr(moves, "CONTACTS", contacts)
+    draining = moves.record("niemeyer", "site niemeyer is draining", Cause.SITE_DRAINING)
+    assert (draining["awaitOldCopies"], draining["startsAfter"]) == (True, "1970-01-01T00:00:56.000Z")
+    contacts.gateway_lost("niemeyer", at=100.0)
+    lost = moves.record("niemeyer", "site niemeyer is lost", Cause.SITE_LOST)
+    assert (lost["awaitOldCopies"], lost["startsAfter"]) == (False, "1970-01-01T00:01:41.000Z")
+
+
+def test_work_placed_again_after_a_suspension_starts_held_until_its_last_copy_has_stopped() -> None:
+    indexes: dict[str, Any] = {"site_index": {}, "node_index": {}}
+    suspended = {"epoch": 1, "site": None, "phase": "Pending", "placements": [{"site": "niemeyer", "epoch": 1}]}
+    fields = workloads._move_fields(None, Cause.NONE, suspended, indexes)
+    assert fields["phase"] == "Placed"
+    assert fields["move"]["fromSite"] == "niemeyer"
+    assert fields["move"]["awaitOldCopies"] is True
+    assert fields["move"]["reason"] == moves.SUSPENDED
+    assert workloads._move_fields(None, Cause.NONE, {}, indexes) == {"phase": "Placed", "move": None}, "new work: not held"
 
 
 def test_a_lease_that_ran_out_counts_contact_until_a_ttl_before_and_fence_after_plus_margin_from_there() -> None:
@@ -162,24 +258,77 @@ def waiting_indexes(healthy: int, pods: list[RunnerPod]) -> dict[str, Any]:
     }
 
 
-def waited(workload: dict[str, Any], indexes: dict[str, Any]) -> float | None:
-    """How long, at 130 s, the operator finds a pod of ``workload`` on site ``a`` waiting for room."""
-    return _unschedulable_for(workload, indexes, 130.0, _short_of_gpus("a", indexes))
+WIDE = {"metadata": {"namespace": "t", "name": "wide"}, "status": {"epoch": 1, "site": "a"}}
+TWO_NODES = [NodeSummary("a-0", "a", 8, ready=True), NodeSummary("a-1", "a", 8, ready=True)]
+GPUS_SHORT = (
+    "0/6 nodes are available: 2 Insufficient nvidia.com/gpu, 4 node(s) didn't match Pod's node affinity/selector. "
+    "no new claims to deallocate, preemption: 0/6 nodes are available: 2 No preemption victims found for incoming pod, "
+    "4 Preemption is not helpful for scheduling."
+)
+CPU_SHORT = (
+    "0/6 nodes are available: 1 Insufficient nvidia.com/gpu, 2 Insufficient cpu, 4 node(s) didn't match Pod's node "
+    "affinity/selector. no new claims to deallocate, preemption: 0/6 nodes are available: 6 Preemption is not helpful "
+    "for scheduling."
+)
+
+
+def waited(workload: dict[str, Any], indexes: dict[str, Any], nodes: list[NodeSummary] = TWO_NODES) -> float | None:
+    """How long, at 130 s, the operator finds a pod of ``workload`` on site ``a`` waiting for GPUs."""
+    return waits(workload, indexes, 130.0, site_nodes("a", nodes, indexes)).for_gpus
 
 
 def test_a_replica_kueue_holds_on_a_site_that_lost_gpus_waits_for_room_like_an_unschedulable_one() -> None:
     """A node failed: its replica's new pod is held by Kueue, whose quota shrank with the site's healthy GPUs
     before it admitted the pod, so the scheduler never calls it Unschedulable. It must count as waiting for
     room all the same, or the work never moves (a race the e2e failover test lost once in CI)."""
-    workload = {"metadata": {"namespace": "t", "name": "wide"}, "status": {"epoch": 1, "site": "a"}}
     running = RunnerPod(epoch=1, node="a-0", phase="Running", unschedulable_since=None, deleting=False, gpus=8, created=100.0)
     held = RunnerPod(
         epoch=1, node=None, phase="Pending", unschedulable_since=None, deleting=False, gpus=8, created=110.0, queued=True
     )
-    assert waited(workload, waiting_indexes(8, [running, held])) == 20.0
-    assert waited(workload, waiting_indexes(16, [running, held])) is None, "room: Kueue will admit it"
-    assert waited(workload, waiting_indexes(8, [running])) is None
+    assert waited(WIDE, waiting_indexes(8, [running, held])) == 20.0
+    assert waited(WIDE, waiting_indexes(16, [running, held])) is None, "room: Kueue will admit it"
+    assert waited(WIDE, waiting_indexes(8, [running])) is None
     older = RunnerPod(
         epoch=0, node=None, phase="Pending", unschedulable_since=None, deleting=False, gpus=8, created=50.0, queued=True
     )
-    assert waited(workload, waiting_indexes(8, [running, held, older])) == 20.0, "its own epoch only"
+    assert waited(WIDE, waiting_indexes(8, [running, held, older])) == 20.0, "its own epoch only"
+
+
+def refused(message: str, since: float = 120.0) -> RunnerPod:
+    return RunnerPod(
+        epoch=1, node=None, phase="Pending", unschedulable_since=since, deleting=False, gpus=8, unschedulable=message
+    )
+
+
+def test_only_a_replica_refused_for_want_of_gpus_waits_for_room_one_refused_for_cpu_is_blocked_and_says_why() -> None:
+    indexes = waiting_indexes(16, [refused(GPUS_SHORT)])
+    assert waited(WIDE, indexes) == 10.0
+    blocked = waits(WIDE, waiting_indexes(16, [refused(CPU_SHORT, since=125.0)]), 130.0, SiteNodes(2, 0, short=False))
+    assert (blocked.for_gpus, blocked.blocked_for) == (None, 5.0)
+    assert blocked.blocked_by.endswith("2 Insufficient cpu, 4 node(s) didn't match Pod's node affinity/selector")
+    lost = [NodeSummary("a-0", "a", 8, ready=False), TWO_NODES[1]]
+    assert waited(WIDE, waiting_indexes(16, [refused(CPU_SHORT)]), lost) == 10.0, "a-0 lost, a-1 full of GPUs"
+
+
+def test_a_replica_blocked_for_another_reason_holds_the_work_where_it_is_with_the_schedulers_words() -> None:
+    verdict = assess(situation(blocked_for=NO_ROOM_GRACE, blocked_by="0/6 nodes are available: 2 Insufficient cpu"))
+    assert verdict.step is Step.HOLD
+    assert verdict.reason == (
+        "a replica cannot be scheduled on site niemeyer, not for want of GPUs, so the work does not move: "
+        "0/6 nodes are available: 2 Insufficient cpu"
+    )
+    assert assess(situation(blocked_for=NO_ROOM_GRACE - 0.1, blocked_by="x")).step is Step.STAY, "the scheduler's grace first"
+    assert assess(situation(blocked_for=60.0, blocked_by="x", site_draining=True)).step is Step.MOVE, "draining still moves it"
+    assert assess(situation(blocked_for=60.0, blocked_by="x", unschedulable_for=60.0)).step is Step.MOVE, "another lacks GPUs"
+
+
+def test_a_silent_nodes_own_fence_deadline_is_its_last_report_plus_fence_after_plus_margin() -> None:
+    contacts = Contacts(margin=2.0)
+    contacts.gateway_up("de-halm", ttl=5.0, fence_after=4.0)
+    assert contacts.node_fenced_at("de-halm", "de-halm-gpu-000") is None
+    contacts.node_heard("de-halm", "de-halm-gpu-000", "Silent", last_report=50.0, now=60.0)
+    contacts.node_heard("de-halm", "de-halm-gpu-001", "Silent", last_report=58.0, now=60.0)
+    assert contacts.node_fenced_at("de-halm", "de-halm-gpu-000") == 56.0, "its own report, not the site's latest"
+    contacts.node_heard("de-halm", "de-halm-gpu-000", "Healthy", last_report=61.0, now=61.0)
+    assert contacts.node_fenced_at("de-halm", "de-halm-gpu-000") is None, "heard again: its deletion must be seen"
+    assert contacts.node_fenced_at("eemshaven", "eemshaven-gpu-000") is None

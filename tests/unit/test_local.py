@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from gigafab.local import toolchain
 from gigafab.local.layout import Layout, Ports
+from gigafab.local.nodes import DELETE_AFTER_ANNOTATION, kwok_stage_file
 from gigafab.local.pki import APISERVER_NAMES, Authority, ClientIdentity
 from gigafab.local.processes import Component, PlaneError, Supervisor, port_in_use
 
@@ -96,3 +98,26 @@ def test_each_site_of_each_plane_gets_its_own_namespace_link_names_and_addresses
     assert (local.host_ip, local.inner_ip) == ("10.81.164.1", "10.81.164.2")
     assert tests.host_ip != local.host_ip
     assert site_net("de-halm", 20901).host_ip != local.host_ip
+
+
+def test_kwoks_stages_delete_a_pod_at_once_or_after_its_annotation_never_both(tmp_path: Path) -> None:
+    """kwok plays one stage at random among those whose selectors match: a deleting pod must match exactly one."""
+    stages = list(yaml.safe_load_all(kwok_stage_file(tmp_path / "stages.yaml").read_text()))
+    deleting = [
+        s
+        for s in stages
+        if {"key": ".metadata.deletionTimestamp", "operator": "Exists"} in s["spec"]["selector"]["matchExpressions"]
+    ]
+    by_name = {s["metadata"]["name"]: s["spec"]["selector"]["matchExpressions"] for s in deleting}
+    annotation = f'.metadata.annotations["{DELETE_AFTER_ANNOTATION}"]'
+    assert by_name == {
+        "pod-delete": [
+            {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
+            {"key": annotation, "operator": "DoesNotExist"},
+        ],
+        "pod-delete-after": [
+            {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
+            {"key": annotation, "operator": "Exists"},
+        ],
+    }
+    assert {"node-initialize", "pod-ready", "pod-complete"} <= {s["metadata"]["name"] for s in stages}

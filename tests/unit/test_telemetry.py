@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gigafab.operator import telemetry, workloads
+from gigafab.operator import moves, reservations, telemetry, workload_status, workloads
 from gigafab.operator.site_contact import Contacts
 from gigafab.operator.site_health import NodeSummary
 from gigafab.operator.state import Client, TenantRecord
@@ -100,8 +100,8 @@ class RecordingKube:
 def kube(monkeypatch: pytest.MonkeyPatch) -> RecordingKube:
     recording = RecordingKube()
     monkeypatch.setattr(Client, "kube", recording)
-    for memory in ("_reserved", "_epochs", "_running"):  # what placement remembers stays with the test
-        monkeypatch.setattr(workloads, memory, {})
+    for module, memory in ((reservations, "_reserved"), (workloads, "_epochs"), (workload_status, "_running")):
+        monkeypatch.setattr(module, memory, {})  # what placement remembers stays with the test
     return recording
 
 
@@ -187,7 +187,7 @@ def test_a_lost_site_is_a_failover_span_counted_with_its_reason_and_duration(
     spans: InMemorySpanExporter, kube: RecordingKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     contacts = Contacts()
-    for module in (workloads, telemetry):
+    for module in (workloads, moves, telemetry):
         monkeypatch.setattr(module, "CONTACTS", contacts)
     contacts.gateway_up("niemeyer", ttl=5, fence_after=4)
     lost_at = time.time() - 60

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,20 @@ GPU_MODEL_LABEL = "nvidia.com/gpu.product"
 GPU_POWER_LABEL = "gigafab.nl/gpu-power-watts"
 FAKE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 
-# kwok's own stages: nodes become Ready and keep a lease; pods start, run, finish and go.
+# kwok's own stages: nodes become Ready and keep a lease; pods start, run and finish.
 KWOK_STAGES = (
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
     "pod/fast/pod-ready.yaml",
     "pod/fast/pod-complete.yaml",
-    "pod/fast/pod-delete.yaml",
 )
+# gigafab's own (src/gigafab/local/stages/), in place of kwok's fast pod-delete: a pod being
+# deleted goes at once, or, with the annotation below, lingers like a container that takes
+# that long to stop (kwok would otherwise hide every overlap of an old copy and a new one).
+GIGAFAB_STAGES = ("pod-delete.yaml", "pod-delete-after.yaml")
+DELETE_AFTER_ANNOTATION = "gigafab.nl/kwok-delete-after-ms"
+"""Pod annotation (milliseconds, as a string): how long after its deletion was asked a pod goes,
+at most until its grace period runs out. Only the local plane's kwok reads it."""
 
 
 def node_name(site: str, index: int) -> str:
@@ -58,7 +65,7 @@ def gpu_node(site: str, index: int, *, gpus: int, model: str = "NVIDIA-H100-80GB
 
 
 def kwok_stage_file(target: Path) -> Path:
-    """Concatenate kwok's stage files from its Go module into one config file."""
+    """Concatenate kwok's stage files from its Go module and gigafab's own into one config file."""
     source = _kwok_module_dir() / "kustomize" / "stage"
     documents = []
     for stage in KWOK_STAGES:
@@ -66,6 +73,8 @@ def kwok_stage_file(target: Path) -> Path:
         if not path.is_file():
             raise PlaneError(f"kwok stage {path} is missing; run `go mod download sigs.k8s.io/kwok@{KWOK_VERSION}`")
         documents.append(path.read_text().strip())
+    ours = resources.files("gigafab.local") / "stages"
+    documents += [(ours / stage).read_text().strip() for stage in GIGAFAB_STAGES]
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n---\n".join(documents) + "\n")
     return target

@@ -54,7 +54,9 @@ class GpuWorkloadSpec(ApiModel):
     template: dict[str, Any] = Field(
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         description="Pod template (metadata and spec) of each replica; the operator adds the GPU "
-        "request, the site's node affinity and its labels.",
+        "request (`gpus`, on the first container), the site's node affinity and its labels, and caps "
+        "terminationGracePeriodSeconds at 30 (a move waits for the old copy's pods to stop). GPUs other "
+        "containers ask for count too: a replica holds `gpus` plus theirs.",
     )
     data_class: DataClass | None = Field(
         default=None,
@@ -89,18 +91,21 @@ class Placement(ApiModel):
 
 
 class Move(ApiModel):
-    """A move under way: the new copy starts only when the old one has surely stopped."""
+    """A new copy held until the old one has surely stopped: a move, or work placed again after a suspension."""
 
     from_site: Dns1123Label = Field(description="Site the work is leaving.")
     reason: str = Field(max_length=1024, description="Why it is leaving.")
     since: str = Field(max_length=64, description="When the move was decided (RFC 3339).")
     starts_after: str = Field(
         max_length=64,
-        description="The new copy is held until then (RFC 3339): for a lost site, its last contact plus "
-        "fenceAfter plus a margin, by when the site's agents have stopped the old copy.",
+        description="The new copy is held until then (RFC 3339): when the old site is lost or some of its "
+        "nodes are Silent, their last contact plus fenceAfter plus a margin, by when their agents have "
+        "stopped the old copy.",
     )
     await_old_copies: bool = Field(
-        description="The old site is reachable: the new copy also waits until the old copy's pods are gone."
+        description="The new copy also waits until the old copy's pods on fromSite are seen to go: on "
+        "every move but one away from a lost site (whose pods cannot be seen to go; startsAfter covers "
+        "them). A pod on a Silent node counts as gone once that node's agent has surely fenced it."
     )
     released: bool = Field(default=False, description="The new copy has been started.")
 
@@ -112,7 +117,11 @@ class GpuWorkloadStatus(ApiModel):
     site: Dns1123Label | None = Field(default=None, description="Site the work is placed on.")
     phase: WorkloadPhase | None = Field(default=None, description="Pending, Placed, Running, FailingOver or Failed.")
     epoch: int | None = Field(default=None, ge=0, description="Epoch of the current placement.")
-    move: Move | None = Field(default=None, description="The move under way, if the work is FailingOver.")
+    move: Move | None = Field(
+        default=None,
+        description="The move under way (FailingOver), or the wait of work placed again after a suspension "
+        "for its last copy to stop.",
+    )
     verdicts: Annotated[list[SiteVerdict], AfterValidator(unique_by(lambda v: v.site))] = Field(
         default_factory=list,
         max_length=64,
