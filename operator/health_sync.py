@@ -38,7 +38,7 @@ from gigafab.operator.health_history import HISTORY, annotation, applied_from
 from gigafab.operator.health_records import Record, Refused, key_parts, membership, read
 from gigafab.operator.health_refusals import Refusals
 from gigafab.operator.kube import Kube
-from gigafab.operator.node_health import SILENT, TRUST_AFTER, Applied, condition_for, decide, taints_for
+from gigafab.operator.node_health import MEMORY, SILENT, TRUST_AFTER, Applied, condition_for, decide, taints_for
 from gigafab.operator.site_contact import CONTACTS, Contacts
 from gigafab.operator.site_health import HEALTHY_GPUS
 
@@ -70,9 +70,10 @@ class NodeHealthSync:
         contacts: Contacts = CONTACTS,
         refusals: Refusals | None = None,
         offset: Callable[[], float] = wall_offset,
+        relapse_memory: float = MEMORY,
     ) -> None:
         self.kube = kube
-        self.trust_after = trust_after
+        self.trust_after, self.relapse_memory = trust_after, relapse_memory
         self.contacts = contacts
         self.refusals = refusals or Refusals(kube)
         self.offset = offset
@@ -175,7 +176,7 @@ class NodeHealthSync:
     def _decide(self, node: str, now: float, current: Mapping[str, Any] | None = None) -> None:
         health, reason = self.reported[node]
         before = self.applied.get(node, Applied())
-        after = decide(before, health, reason, now, self.trust_after)
+        after = decide(before, health, reason, now, self.trust_after, self.relapse_memory)
         self.applied[node] = after
         count = self.healthy_gpus.get(node)
         if after.health == health and after.better_health is None:  # the node is where its report says

@@ -38,7 +38,7 @@ from gigafab.operator import telemetry
 from gigafab.operator.health_records import gateway_site, key_parts
 from gigafab.operator.health_sync import NodeHealthSync
 from gigafab.operator.kube import Kube
-from gigafab.operator.node_health import TRUST_AFTER, taints_for
+from gigafab.operator.node_health import MEMORY, TRUST_AFTER, taints_for
 from gigafab.operator.site_contact import Contacts
 from gigafab.operator.state import GROUP_PATH, Client
 
@@ -242,7 +242,11 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     if not endpoint:
         log.info("no %s: the health plane is not watched", ENV)
         return
-    sync = NodeHealthSync(Client.get(), float(os.environ.get("GIGAFAB_TRUST_AFTER", TRUST_AFTER)))
+    sync = NodeHealthSync(
+        Client.get(),
+        float(os.environ.get("GIGAFAB_TRUST_AFTER", TRUST_AFTER)),
+        relapse_memory=float(os.environ.get("GIGAFAB_RELAPSE_MEMORY", MEMORY)),
+    )
     try:
         await asyncio.to_thread(remember_gateway_terms, sync.kube, sync.contacts)
     except Exception as failure:  # before the first read of etcd: a lost site must be fenced on its terms

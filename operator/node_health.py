@@ -36,7 +36,9 @@ OURS = frozenset(taint["key"] for taints in TAINTS.values() for taint in taints)
 CONDITION = "GigafabGpuHealthy"
 TRUST_AFTER = 30.0
 MEMORY = 3600.0
-"""Seconds after being trusted within which getting worse again counts as a relapse."""
+"""Seconds after being trusted within which getting worse again counts as a relapse (the operator's
+``$GIGAFAB_RELAPSE_MEMORY``; a benchmark of independent faults on few nodes sets it to 0, so that it
+measures failover, not the damping of what would otherwise look like flapping nodes)."""
 MAX_DOUBLINGS = 5
 """The quiet period grows to at most ``trust_after × 2⁵`` (16 min for 30 s)."""
 
@@ -60,12 +62,12 @@ def quiet_period(applied: Applied, trust_after: float = TRUST_AFTER) -> float:
     return trust_after * float(2 ** min(applied.relapses, MAX_DOUBLINGS))
 
 
-def _relapses(applied: Applied, reported: str, now: float) -> int:
+def _relapses(applied: Applied, reported: str, now: float, memory: float = MEMORY) -> int:
     """``applied.relapses`` after the node reported ``reported`` (no better than ``applied.health``)."""
     if SILENT in (reported, applied.better_health):  # a lost contact is no relapse of the node's GPUs
         return applied.relapses
     waiting = applied.better_health is not None and RANK[reported] > RANK[applied.better_health]
-    recent = applied.trusted_at is not None and now - applied.trusted_at < MEMORY
+    recent = applied.trusted_at is not None and now - applied.trusted_at < memory
     if waiting or (recent and RANK[reported] > RANK[applied.health]):
         return applied.relapses + 1
     if applied.trusted_at is not None and not recent:
@@ -73,10 +75,12 @@ def _relapses(applied: Applied, reported: str, now: float) -> int:
     return applied.relapses
 
 
-def decide(applied: Applied, reported: str, reason: str, now: float, trust_after: float = TRUST_AFTER) -> Applied:
-    """The state to put on the node after it reported ``reported``."""
+def decide(
+    applied: Applied, reported: str, reason: str, now: float, trust_after: float = TRUST_AFTER, memory: float = MEMORY
+) -> Applied:
+    """The state to put on the node after it reported ``reported``; ``memory``: see ``MEMORY``."""
     if RANK[reported] >= RANK[applied.health]:
-        return Applied(reported, reason, relapses=_relapses(applied, reported, now), trusted_at=applied.trusted_at)
+        return Applied(reported, reason, relapses=_relapses(applied, reported, now, memory), trusted_at=applied.trusted_at)
     if applied.better_health != reported or applied.better_since is None:
         return replace(applied, better_since=now, better_health=reported)
     if now - applied.better_since >= quiet_period(applied, trust_after):

@@ -54,3 +54,11 @@ def test_condition_says_why() -> None:
     assert condition_for(Applied(FAILED, "GPU 3: XID 79"))["status"] == "False"
     assert condition_for(Applied())["status"] == "True"
     assert "trusted after" in condition_for(Applied(FAILED, "x", 1.0, HEALTHY))["message"]
+
+
+def test_a_fault_soon_after_being_trusted_doubles_the_quiet_period_unless_the_operator_remembers_nothing() -> None:
+    """The relapse memory (``$GIGAFAB_RELAPSE_MEMORY``): with the default hour, a node that fails again a minute
+    after it was trusted waits twice as long the next time; with none, every fault is judged on its own."""
+    trusted = Applied(HEALTHY, "", trusted_at=1000.0)
+    assert decide(trusted, FAILED, "XID 79", now=1060.0, trust_after=2).relapses == 1
+    assert decide(trusted, FAILED, "XID 79", now=1060.0, trust_after=2, memory=0.0).relapses == 0
